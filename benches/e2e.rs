@@ -1,0 +1,269 @@
+//! End-to-end load harness (CONTRACT §8): `wrk` against
+//!
+//! - `direct`:    the echo upstream itself;
+//! - `nginx`:     nginx `proxy_pass` to the same upstream, no auth (the bar);
+//! - `scopegate`: the gateway (a separate `scopegate serve` process) with a
+//!   cached valid token on a route that requires a scope,
+//!
+//! in interleaved rounds, so drift on this shared machine hits all three
+//! alike; reported as medians and as ratios within each round.
+//!
+//! Run: `cargo bench --bench e2e` (needs `wrk` and `nginx`, e.g.
+//! `apt-get install wrk nginx-light`, and the Postgres server binaries).
+//! Knobs: `E2E_ROUNDS` (3), `E2E_SECS` (4), `E2E_CONNS` (64).
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scopegate::db::embedded::free_port;
+use scopegate::testing::{insert_token, TestDb};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Wait until something accepts connections on `port` (no fixed sleeps).
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing listens on {port}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn parse_latency(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|v| v * mult)
+}
+
+fn wrk(url: &str, token: Option<&str>, secs: u64, conns: u32) -> Run {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut run = Run {
+        rps: 0.0,
+        p50_us: 0.0,
+        p99_us: 0.0,
+    };
+    let mut non_2xx = 0u64;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            run.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            run.p50_us = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            run.p99_us = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    assert_eq!(non_2xx, 0, "{url}: non-2xx responses:\n{text}");
+    assert!(
+        run.rps > 0.0,
+        "wrk printed no result:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn nginx_conf(dir: &Path, listen: u16, upstream: u16) -> String {
+    format!(
+        "worker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+           fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+           upstream echo {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
+           server {{\n    listen 127.0.0.1:{listen};\n    location / {{\n      proxy_pass http://echo;\n\
+               proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        dir = dir.display()
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` probes
+    }
+    for tool in ["wrk", "nginx"] {
+        if !have(tool) {
+            eprintln!("e2e: `{tool}` is not installed (apt-get install wrk nginx-light); skipping");
+            return;
+        }
+    }
+    let rounds: usize = std::env::var("E2E_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let secs: u64 = std::env::var("E2E_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let conns: u32 = std::env::var("E2E_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let bin = env!("CARGO_BIN_EXE_scopegate");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Database with one token that holds the route's scope.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db_url, token) = rt.block_on(async {
+        let db = TestDb::new().await;
+        let token = insert_token(&db.pool(), "bench", &["bench:read"], 86_400).await;
+        (db.url.expose().to_owned(), token)
+    });
+
+    let echo_port = free_port().unwrap();
+    let _echo = Killed(
+        Command::new(bin)
+            .args(["echo", "--listen", &format!("127.0.0.1:{echo_port}")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(echo_port);
+
+    let nginx_port = free_port().unwrap();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir.path(), nginx_port, echo_port)).unwrap();
+    let _nginx = Killed(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(nginx_port);
+
+    let gw_port = free_port().unwrap();
+    let admin_port = free_port().unwrap();
+    let cfg = dir.path().join("scopegate.toml");
+    let mut f = std::fs::File::create(&cfg).unwrap();
+    write!(
+        f,
+        "[server]\nlisten = \"127.0.0.1:{gw_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
+         [cache]\nmax_staleness_secs = 5\n\
+         [[routes]]\nname = \"bench\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{echo_port}\"\nscopes = [\"bench:read\"]\n"
+    )
+    .unwrap();
+    drop(f);
+    let _gw = Killed(
+        Command::new(bin)
+            .args(["--config", cfg.to_str().unwrap(), "serve"])
+            .env("SCOPEGATE_DATABASE_URL", &db_url)
+            .env("SCOPEGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(gw_port);
+
+    let path = "/bench/items?id=42";
+    let targets: [(&str, String, Option<&str>); 3] = [
+        (
+            "direct",
+            format!("http://127.0.0.1:{echo_port}{path}"),
+            None,
+        ),
+        (
+            "nginx",
+            format!("http://127.0.0.1:{nginx_port}{path}"),
+            None,
+        ),
+        (
+            "scopegate",
+            format!("http://127.0.0.1:{gw_port}{path}"),
+            Some(token.as_str()),
+        ),
+    ];
+    // Warm-up: connection pools, the token cache.
+    for (_, url, tok) in &targets {
+        wrk(url, *tok, 1, conns);
+    }
+    let mut results: Vec<[Run; 3]> = Vec::new();
+    for round in 0..rounds {
+        let mut row = [Run {
+            rps: 0.0,
+            p50_us: 0.0,
+            p99_us: 0.0,
+        }; 3];
+        for (i, (name, url, tok)) in targets.iter().enumerate() {
+            row[i] = wrk(url, *tok, secs, conns);
+            eprintln!(
+                "round {} {:>9}: {:>9.0} req/s  p50 {:>7.0} us  p99 {:>7.0} us",
+                round + 1,
+                name,
+                row[i].rps,
+                row[i].p50_us,
+                row[i].p99_us
+            );
+        }
+        results.push(row);
+    }
+    println!("\nwrk -t1 -c{conns} -d{secs}s, {rounds} interleaved rounds, medians:");
+    println!("| target | req/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        println!(
+            "| {name} | {:.0} | {:.0} us | {:.0} us |",
+            median(results.iter().map(|r| r[i].rps).collect()),
+            median(results.iter().map(|r| r[i].p50_us).collect()),
+            median(results.iter().map(|r| r[i].p99_us).collect()),
+        );
+    }
+    let ratio = median(results.iter().map(|r| r[2].rps / r[1].rps).collect());
+    let added_p50 = median(results.iter().map(|r| r[2].p50_us - r[0].p50_us).collect());
+    let p99_ratio = median(results.iter().map(|r| r[2].p99_us / r[1].p99_us).collect());
+    println!("\nscopegate / nginx throughput (per-round median): {ratio:.2}x");
+    println!("scopegate p99 / nginx p99 (per-round median): {p99_ratio:.2}x");
+    println!("added p50 vs direct (per-round median): {added_p50:.0} us");
+}

@@ -1,0 +1,245 @@
+//! The command line (CONTRACT §1): clap definitions and dispatch.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+//! Errors are one line naming what to fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scopegate",
+    version,
+    about = "A reverse-proxy authorization gateway (OAuth2 bearer tokens, scopes)"
+)]
+pub struct Cli {
+    /// Configuration file [default: config/scopegate.toml; `dev` uses config/dev.toml]
+    #[arg(long, global = true, env = "SCOPEGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (proxy listener + admin listener) against the configured database
+    Serve,
+    /// One-command demo: embedded Postgres, migrations, bootstrap admin, echo upstream, gateway
+    Dev,
+    /// Apply pending database migrations (idempotent)
+    Migrate,
+    /// Validate the configuration; print every error with its location
+    CheckConfig,
+    /// Inspect routing
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
+    /// Run a small upstream that answers with the request it saw, as JSON
+    Echo {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RouteCommand {
+    /// Which route matches METHOD PATH, and what it requires
+    Explain {
+        method: String,
+        path: String,
+        /// Host header to match with
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Usage or configuration error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Runtime failure (exit 1).
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SCOPEGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The configuration path for a command.
+pub fn config_path(cli_path: &Option<PathBuf>, dev: bool) -> PathBuf {
+    match cli_path {
+        Some(p) => p.clone(),
+        None if dev => PathBuf::from("config/dev.toml"),
+        None => crate::config::default_path(),
+    }
+}
+
+/// Load the configuration or fail with every error (exit 2).
+pub fn load_config(cli_path: &Option<PathBuf>, dev: bool) -> Result<Config, Failure> {
+    Config::load(&config_path(cli_path, dev)).map_err(|e| Failure::usage(e.to_string()))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn run(cli: Cli) -> CliResult {
+    match &cli.command {
+        Command::CheckConfig => {
+            let path = config_path(&cli.config, false);
+            match Config::load(&path) {
+                Ok(c) => {
+                    println!("{}: ok ({} routes)", path.display(), c.routes.len());
+                    Ok(())
+                }
+                Err(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("{e}");
+                    }
+                    Err(Failure {
+                        code: 2,
+                        message: format!("{} error(s) in {}", errs.0.len(), path.display()),
+                    })
+                }
+            }
+        }
+        Command::Route {
+            command: RouteCommand::Explain { method, path, host },
+        } => {
+            let config = load_config(&cli.config, false)?;
+            println!(
+                "{}",
+                crate::gateway::explain(&config, method, path, host.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config, false)?;
+            runtime()?.block_on(async {
+                let pool = connect_configured(&config).await?;
+                let report = crate::db::migrate::run(&pool)
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                if report.applied.is_empty() {
+                    println!("database is up to date; nothing applied");
+                } else {
+                    println!(
+                        "applied {} migration(s): {}",
+                        report.applied.len(),
+                        report.applied.join(", ")
+                    );
+                }
+                Ok(())
+            })
+        }
+        Command::Echo { listen } => runtime()?.block_on(async {
+            let listener = crate::server::bind(*listen)
+                .map_err(|e| Failure::runtime(format!("cannot listen on {listen}: {e}")))?;
+            eprintln!(
+                "echo upstream listening on http://{}",
+                listener.local_addr().unwrap_or(*listen)
+            );
+            crate::server::serve(
+                listener,
+                Arc::new(crate::echo::Echo),
+                Default::default(),
+                shutdown_signal(),
+            )
+            .await;
+            Ok(())
+        }),
+        Command::Serve => {
+            let config = load_config(&cli.config, false)?;
+            runtime()?.block_on(crate::dev::serve(config))
+        }
+        Command::Dev => {
+            let config = load_config(&cli.config, true)?;
+            runtime()?.block_on(crate::dev::dev(config))
+        }
+    }
+}
+
+/// Connect to the configured database (waiting up to 30 s for it).
+pub async fn connect_configured(config: &Config) -> Result<crate::db::DbPool, Failure> {
+    let url = config.database.url.as_ref().ok_or_else(|| {
+        Failure::usage(
+            "no database configured: set database.url in the config file or SCOPEGATE_DATABASE_URL",
+        )
+    })?;
+    crate::db::connect(url, config.database.pool_size, Duration::from_secs(30))
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

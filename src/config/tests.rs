@@ -1,0 +1,234 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, "test.toml", &EnvOverrides::default())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const ROUTE: &str = r#"
+[[routes]]
+name = "orders"
+path = "/api/orders"
+upstream = "http://127.0.0.1:9000"
+scopes = ["orders:read"]
+"#;
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.max_header_bytes, 16384);
+    assert_eq!(c.cache.max_staleness, Duration::from_secs(5));
+    assert!(c.login.hash_concurrency >= 1);
+    assert!(c.database.url.is_none());
+    assert!(c.routes.is_empty());
+}
+
+#[test]
+fn a_valid_route_is_compiled() {
+    let c = parse(ROUTE).unwrap();
+    let r = &c.routes[0];
+    assert_eq!(r.name, "orders");
+    assert_eq!(r.path, "/api/orders");
+    assert_eq!(r.upstream.authority.as_str(), "127.0.0.1:9000");
+    assert_eq!(r.scopes, vec!["orders:read"]);
+    assert!(r.methods.is_none());
+    assert_eq!(r.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn invalid_toml_names_the_file_and_line() {
+    let e = errors("[server\nlisten = 1");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("test.toml: invalid TOML"), "{e:?}");
+    assert!(e[0].contains("line 1"), "{e:?}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_section() {
+    let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nlistne = \"x\"\n[bogus]\nx = 1\n");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("test.toml: server: unknown field `listne`")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("test.toml: bogus: unknown section")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_route_key_names_route_index_and_name() {
+    let e = errors(&format!("{ROUTE}scoeps = [\"x\"]\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml: routes[0] \"orders\": unknown field `scoeps`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn duplicate_route_names() {
+    let e = errors(&format!(
+        "{ROUTE}{}",
+        ROUTE.replace("/api/orders", "/api/other")
+    ));
+    assert_eq!(
+        e,
+        vec!["test.toml: routes[1] \"orders\".name: duplicate route name (also routes[0])"]
+    );
+}
+
+#[test]
+fn bad_upstream_urls() {
+    for (bad, needle) in [
+        ("not a url", "is not a URL"),
+        ("ftp://x:1", "only http://"),
+        ("https://x:1", "only http://"),
+        ("/relative", "needs a scheme"),
+        ("http://u:p@x:1", "user info"),
+        ("http://x:1/?q=1", "query"),
+    ] {
+        let e = errors(&ROUTE.replace("http://127.0.0.1:9000", bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with("test.toml: routes[0] \"orders\".upstream: "),
+            "{e:?}"
+        );
+        assert!(e[0].contains(needle), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn upstream_base_path_is_kept() {
+    let c = parse(&ROUTE.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/base/")).unwrap();
+    assert_eq!(c.routes[0].upstream.base_path, "/base");
+}
+
+#[test]
+fn unknown_methods() {
+    let e = errors(&format!(
+        "{ROUTE}methods = [\"GET\", \"FETCH\", \"CONNECT\", \"TRACE\"]\n"
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e.iter()
+            .all(|m| m.starts_with("test.toml: routes[0] \"orders\".methods: unknown method")),
+        "{e:?}"
+    );
+    assert!(e[0].contains("FETCH"));
+}
+
+#[test]
+fn invalid_scope_strings() {
+    let e = errors(&ROUTE.replace(
+        "[\"orders:read\"]",
+        "[\"orders read\", \"ok\"]\nany_scopes = [\"q\\\"\"]",
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "test.toml: routes[0] \"orders\".scopes: \"orders read\" is not a valid scope"
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("test.toml: routes[0] \"orders\".any_scopes:"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn public_with_scopes() {
+    let e = errors(&format!("{ROUTE}public = true\n"));
+    assert_eq!(e, vec!["test.toml: routes[0] \"orders\".public: a public route cannot require scopes (remove scopes/any_scopes or public)"]);
+}
+
+#[test]
+fn bad_paths() {
+    for bad in ["api", "/a//b", "/a/../b", "/a%2Fb", "/a?x", "/a b"] {
+        let e = errors(&ROUTE.replace("/api/orders", bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with("test.toml: routes[0] \"orders\".path: "),
+            "{e:?}"
+        );
+    }
+    let c = parse(&ROUTE.replace("/api/orders", "/api/orders/")).unwrap();
+    assert_eq!(c.routes[0].path, "/api/orders");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let text = format!(
+        "[server]\nlisten = \"nope\"\n[cache]\nmax_entries = 0\n{}{}",
+        ROUTE.replace("http://127.0.0.1:9000", "ftp://x"),
+        ROUTE
+            .replace("\"orders\"", "\"b\"")
+            .replace("/api/orders", "api")
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:?}");
+    assert!(e.iter().any(|m| m.contains("server.listen")));
+    assert!(e.iter().any(|m| m.contains("cache.max_entries")));
+    assert!(e
+        .iter()
+        .any(|m| m.contains("routes[0] \"orders\".upstream")));
+    assert!(e.iter().any(|m| m.contains("routes[1] \"b\".path")));
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let e = errors("[server]\nmax_body_bytes = \"big\"\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("test.toml: server: invalid type"), "{e:?}");
+    let e = errors("routes = 3\n");
+    assert!(
+        e[0].starts_with("test.toml: routes: must be an array"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn env_overrides_win_and_are_validated() {
+    let env = EnvOverrides {
+        database_url: Some("postgres://u:secretpw@localhost/db".into()),
+        listen: Some("127.0.0.1:9999".into()),
+    };
+    let c = Config::parse("[database]\nurl = \"postgres://x@y/z\"\n", "f", &env).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:9999");
+    assert_eq!(
+        c.database.url.as_ref().unwrap().expose(),
+        "postgres://u:secretpw@localhost/db"
+    );
+    assert!(!format!("{:?}", c.database).contains("secretpw"));
+
+    let env = EnvOverrides {
+        database_url: None,
+        listen: Some("bad".into()),
+    };
+    let e = Config::parse("", "f", &env).unwrap_err();
+    assert!(
+        e.0[0].to_string().starts_with("f: SCOPEGATE_LISTEN: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    for name in ["scopegate.toml", "dev.toml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        if let Err(e) = Config::parse(&text, name, &EnvOverrides::default()) {
+            panic!("{name}: {e}");
+        }
+    }
+}

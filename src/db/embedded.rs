@@ -1,0 +1,480 @@
+//! An embedded Postgres cluster for `scopegate dev` and the test harness.
+//!
+//! We drive the server binaries the machine already has (`initdb`,
+//! `pg_ctl`, `postgres`) instead of downloading any. They are found through
+//! `SCOPEGATE_PG_BINDIR`, `PATH`, `pg_config --bindir`, or the usual package
+//! folders (`/usr/lib/postgresql/<version>/bin`, Homebrew). When none has
+//! them, [`EmbeddedError::BinariesMissing`] says what to install.
+//!
+//! Postgres refuses to run as root, so as root every command runs as the
+//! `postgres` user through `runuser`, and the data folder is handed to it.
+//! The cluster listens on 127.0.0.1 only, on a port chosen when it is
+//! created, with `trust` authentication: it is a local development and
+//! test database, never a production one. Commands are started in their own
+//! process group so that a Ctrl-C in the terminal reaches scopegate, which
+//! then stops the server cleanly, rather than killing Postgres under it.
+
+use std::ffi::OsStr;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The account Postgres runs as when we are root.
+const SERVICE_USER: &str = "postgres";
+/// Superuser created by `initdb`.
+pub const SUPERUSER: &str = "postgres";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found (looked in {searched}). \
+         Install them: `apt-get install postgresql` on Debian/Ubuntu, `dnf install postgresql-server` on Fedora, \
+         `brew install postgresql` on macOS; or point SCOPEGATE_PG_BINDIR at the folder that has them, \
+         or set database.url / SCOPEGATE_DATABASE_URL to use an existing server"
+    )]
+    BinariesMissing { searched: String },
+    #[error("running as root, but there is no `{SERVICE_USER}` user to run Postgres as (Postgres refuses to run as root); create it or run scopegate as an ordinary user")]
+    NoServiceUser,
+    #[error("the `{SERVICE_USER}` user cannot reach {path}: make every parent folder traversable (chmod o+x) or put the project elsewhere")]
+    Inaccessible { path: PathBuf },
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the server binaries live.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub bindir: PathBuf,
+}
+
+/// The places searched, in order. Separated from the environment so the
+/// "missing binaries" path can be tested.
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    pub explicit: Option<PathBuf>,
+    pub path_dirs: Vec<PathBuf>,
+    pub use_pg_config: bool,
+    pub globs: Vec<PathBuf>,
+}
+
+impl Search {
+    /// The search this machine's environment implies.
+    pub fn from_env() -> Self {
+        let mut globs = Vec::new();
+        for parent in [
+            "/usr/lib/postgresql",
+            "/usr/pgsql",
+            "/opt/homebrew/opt",
+            "/usr/local/opt",
+        ] {
+            if let Ok(rd) = std::fs::read_dir(parent) {
+                let mut found: Vec<PathBuf> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let n = p.file_name().and_then(OsStr::to_str).unwrap_or("");
+                        parent.starts_with("/usr/lib") || n.starts_with("postgresql")
+                    })
+                    .map(|p| p.join("bin"))
+                    .collect();
+                // Highest version first.
+                found.sort_by_key(|p| std::cmp::Reverse(version_of(p)));
+                globs.extend(found);
+            }
+        }
+        globs.push(PathBuf::from("/usr/local/pgsql/bin"));
+        Search {
+            explicit: std::env::var_os("SCOPEGATE_PG_BINDIR").map(PathBuf::from),
+            path_dirs: std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default(),
+            use_pg_config: true,
+            globs,
+        }
+    }
+}
+
+fn version_of(p: &Path) -> u32 {
+    p.parent()
+        .and_then(|d| d.file_name())
+        .and_then(OsStr::to_str)
+        .map(|n| n.trim_start_matches(|c: char| !c.is_ascii_digit()))
+        .and_then(|n| n.split(['.', '@']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn has_binaries(dir: &Path) -> bool {
+    ["initdb", "pg_ctl", "postgres"]
+        .iter()
+        .all(|b| dir.join(b).is_file())
+}
+
+impl Binaries {
+    pub fn locate() -> Result<Self, EmbeddedError> {
+        Self::locate_in(&Search::from_env())
+    }
+
+    pub fn locate_in(search: &Search) -> Result<Self, EmbeddedError> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = &search.explicit {
+            // An explicit choice is the only one tried.
+            candidates.push(dir.clone());
+        } else {
+            candidates.extend(search.path_dirs.iter().cloned());
+            if search.use_pg_config {
+                if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+                    if out.status.success() {
+                        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                        if !dir.is_empty() {
+                            candidates.push(PathBuf::from(dir));
+                        }
+                    }
+                }
+            }
+            candidates.extend(search.globs.iter().cloned());
+        }
+        for dir in &candidates {
+            if has_binaries(dir) {
+                // Resolve symlinks (Debian links pg_ctl into /usr/bin to a wrapper).
+                let bindir = std::fs::canonicalize(dir.join("postgres"))
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .filter(|d| has_binaries(d))
+                    .unwrap_or_else(|| dir.clone());
+                return Ok(Binaries { bindir });
+            }
+        }
+        let mut searched: Vec<String> = Vec::new();
+        if search.explicit.is_some() {
+            searched.push("SCOPEGATE_PG_BINDIR".into());
+        } else {
+            searched.push("PATH".into());
+            if search.use_pg_config {
+                searched.push("`pg_config --bindir`".into());
+            }
+            searched.extend(search.globs.iter().map(|p| p.display().to_string()));
+        }
+        Err(EmbeddedError::BinariesMissing {
+            searched: searched.join(", "),
+        })
+    }
+
+    fn tool(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+}
+
+/// Are we root (and must therefore run Postgres as another user)?
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn service_user_ids() -> Result<(u32, u32), EmbeddedError> {
+    let name = std::ffi::CString::new(SERVICE_USER).map_err(|_| EmbeddedError::NoServiceUser)?;
+    // SAFETY: getpwnam returns NULL or a pointer to static storage that is
+    // valid until the next getpw* call; we copy the two ids out at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(EmbeddedError::NoServiceUser);
+    }
+    // SAFETY: checked non-null above.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    Ok((uid, gid))
+}
+
+/// A cluster on disk; [`Cluster::start`] runs it, [`Cluster::stop`] stops it.
+#[derive(Debug)]
+pub struct Cluster {
+    bins: Binaries,
+    data_dir: PathBuf,
+    port: u16,
+    as_root: bool,
+}
+
+impl Cluster {
+    /// Open the cluster in `data_dir`, creating it with `initdb` when the
+    /// folder holds none. Returns the cluster and whether it was created.
+    ///
+    /// The port is chosen when the cluster is created and kept in
+    /// `<data_dir>.port`; when that port is taken later, a new one is chosen.
+    pub fn open_or_init(bins: Binaries, data_dir: &Path) -> Result<(Cluster, bool), EmbeddedError> {
+        let as_root = running_as_root();
+        if let Some(parent) = data_dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let data_dir = std::path::absolute(data_dir)?;
+        let created = !data_dir.join("PG_VERSION").is_file();
+        let port_file = port_file(&data_dir);
+        let stored = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        let mut cluster = Cluster {
+            bins,
+            data_dir: data_dir.clone(),
+            port: stored.unwrap_or(0),
+            as_root,
+        };
+        if created {
+            cluster.initdb()?;
+        }
+        if cluster.port == 0 || (!cluster.is_running() && !port_is_free(cluster.port)) {
+            cluster.port = free_port()?;
+            std::fs::write(&port_file, cluster.port.to_string())?;
+        }
+        Ok((cluster, created))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A connection string for `dbname` as the superuser.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}?connect_timeout=5",
+            self.port
+        )
+    }
+
+    fn initdb(&self) -> Result<(), EmbeddedError> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        if self.as_root {
+            let (uid, gid) = service_user_ids()?;
+            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid))?;
+            // Postgres wants 0700 on its data folder.
+            std::fs::set_permissions(
+                &self.data_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )?;
+            let probe = self
+                .command(
+                    "test".as_ref(),
+                    ["-w".as_ref(), self.data_dir.as_os_str()],
+                    false,
+                )
+                .output()?;
+            if !probe.status.success() {
+                return Err(EmbeddedError::Inaccessible {
+                    path: self.data_dir.clone(),
+                });
+            }
+        }
+        let out = self
+            .command(
+                self.bins.tool("initdb").as_os_str(),
+                [
+                    "-D".as_ref(),
+                    self.data_dir.as_os_str(),
+                    "-U".as_ref(),
+                    SUPERUSER.as_ref(),
+                    "--auth=trust".as_ref(),
+                    "--encoding=UTF8".as_ref(),
+                    "--locale=C".as_ref(),
+                    "--no-sync".as_ref(),
+                ],
+                true,
+            )
+            .output()?;
+        check("initdb", out)
+    }
+
+    /// Is a server running on this data folder?
+    pub fn is_running(&self) -> bool {
+        self.command(
+            self.bins.tool("pg_ctl").as_os_str(),
+            ["status".as_ref(), "-D".as_ref(), self.data_dir.as_os_str()],
+            true,
+        )
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    }
+
+    /// Start the server and wait until it accepts connections. Returns
+    /// false when it was already running (started by someone else: leave
+    /// it running on exit).
+    ///
+    /// `throwaway` clusters (tests) run without fsync: faster, and their
+    /// data is deleted afterwards anyway.
+    pub fn start(&self, throwaway: bool) -> Result<bool, EmbeddedError> {
+        if self.is_running() {
+            return Ok(false);
+        }
+        let log = self.data_dir.join("server.log");
+        let mut opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
+            self.port
+        );
+        if throwaway {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        let out = self
+            .command(
+                self.bins.tool("pg_ctl").as_os_str(),
+                [
+                    "start".as_ref(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "-D".as_ref(),
+                    self.data_dir.as_os_str(),
+                    "-l".as_ref(),
+                    log.as_os_str(),
+                    "-o".as_ref(),
+                    opts.as_ref(),
+                ],
+                true,
+            )
+            .output()?;
+        check("pg_ctl start", out).map_err(|e| match e {
+            EmbeddedError::Command { what, detail } => EmbeddedError::Command {
+                what,
+                detail: format!("{detail} (server log: {})", log.display()),
+            },
+            other => other,
+        })?;
+        Ok(true)
+    }
+
+    /// Stop the server: `fast` (disconnect clients, clean shutdown) or,
+    /// with `immediate`, abort (throwaway test clusters).
+    pub fn stop(&self, immediate: bool) -> Result<(), EmbeddedError> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let mode = if immediate { "immediate" } else { "fast" };
+        let out = self
+            .command(
+                self.bins.tool("pg_ctl").as_os_str(),
+                [
+                    "stop".as_ref(),
+                    "-w".as_ref(),
+                    "-D".as_ref(),
+                    self.data_dir.as_os_str(),
+                    "-m".as_ref(),
+                    mode.as_ref(),
+                ],
+                true,
+            )
+            .output()?;
+        check("pg_ctl stop", out)
+    }
+
+    /// Build a command, through `runuser` when we are root. Stdin is closed,
+    /// output captured, and the child gets its own process group so a
+    /// terminal's Ctrl-C does not reach the server behind our back.
+    fn command<'a>(
+        &self,
+        program: &OsStr,
+        args: impl IntoIterator<Item = &'a OsStr>,
+        quiet_cwd: bool,
+    ) -> Command {
+        let mut cmd = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(SERVICE_USER).arg("--").arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if quiet_cwd {
+            // The service user may not be able to read our working folder.
+            cmd.current_dir(&self.data_dir);
+        }
+        cmd
+    }
+}
+
+fn port_file(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".port");
+    data_dir.with_file_name(name)
+}
+
+fn check(what: &str, out: Output) -> Result<(), EmbeddedError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    if detail.is_empty() {
+        detail = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    }
+    Err(EmbeddedError::Command {
+        what: what.to_owned(),
+        detail,
+    })
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16, EmbeddedError> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_say_what_to_install() {
+        let empty = tempfile::tempdir().unwrap();
+        let search = Search {
+            explicit: None,
+            path_dirs: vec![empty.path().to_path_buf()],
+            use_pg_config: false,
+            globs: vec![empty.path().join("nope")],
+        };
+        let err = Binaries::locate_in(&search).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, EmbeddedError::BinariesMissing { .. }));
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
+        assert!(msg.contains("brew install postgresql"), "{msg}");
+        assert!(msg.contains("SCOPEGATE_PG_BINDIR"), "{msg}");
+    }
+
+    #[test]
+    fn explicit_bindir_is_the_only_candidate() {
+        let empty = tempfile::tempdir().unwrap();
+        let search = Search {
+            explicit: Some(empty.path().to_path_buf()),
+            path_dirs: vec![],
+            use_pg_config: true,
+            globs: vec![],
+        };
+        let msg = Binaries::locate_in(&search).unwrap_err().to_string();
+        assert!(msg.contains("looked in SCOPEGATE_PG_BINDIR"), "{msg}");
+    }
+
+    #[test]
+    fn version_sorting() {
+        assert_eq!(version_of(Path::new("/usr/lib/postgresql/15/bin")), 15);
+        assert_eq!(
+            version_of(Path::new("/opt/homebrew/opt/postgresql@16/bin")),
+            16
+        );
+    }
+
+    #[test]
+    fn port_file_sits_beside_the_data_dir() {
+        assert_eq!(
+            port_file(Path::new("/x/.scopegate/postgres")),
+            PathBuf::from("/x/.scopegate/postgres.port")
+        );
+    }
+}

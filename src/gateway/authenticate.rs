@@ -1,0 +1,180 @@
+//! The authenticate phase's parsing half: which credentials, if any, a
+//! request carries (RFC 6750 §2.1). Validation against the token store is
+//! [`crate::tokens::cache::Validator`].
+//!
+//! Decisions (CONTRACT §3, attack cases K1-K8):
+//! - more than one `Authorization` header -> 400 `invalid_request`;
+//! - the scheme `Bearer` is case-insensitive and is followed by exactly one
+//!   space and a b64token; anything else after `Bearer` (empty, two spaces,
+//!   trailing space, a tab, a comma, a quote...) -> 400 `invalid_request`,
+//!   without touching the database;
+//! - another scheme (`Basic ...`) counts as no credentials -> 401 with the
+//!   plain challenge;
+//! - `access_token` in the query string -> 400 `invalid_request` (RFC 6750
+//!   §2.3 is not supported). Tokens in a form body are not looked for: the
+//!   body is streamed, never buffered, and such a request is simply
+//!   unauthenticated.
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use crate::error::Rejection;
+
+/// The credentials a request presents.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    None,
+    Bearer(&'a str),
+}
+
+/// Longest token we look at; ours are 47 bytes.
+const MAX_TOKEN_LEN: usize = 4096;
+
+pub fn credentials<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+) -> Result<Credentials<'a>, Rejection> {
+    if let Some(q) = query {
+        if query_has_access_token(q) {
+            return Err(Rejection::InvalidAuthRequest(
+                "access tokens are not accepted in the query string; use the Authorization header",
+            ));
+        }
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(Credentials::None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::InvalidAuthRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let bytes = value.as_bytes();
+    let scheme_end = bytes
+        .iter()
+        .position(|b| *b == b' ' || *b == b'\t')
+        .unwrap_or(bytes.len());
+    if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+        return Ok(Credentials::None);
+    }
+    // Exactly one SP separates the scheme from the token.
+    let token = match bytes.get(scheme_end) {
+        Some(b' ') => &bytes[scheme_end + 1..],
+        _ => &[][..],
+    };
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_b64token(token) {
+        return Err(Rejection::InvalidAuthRequest(
+            "malformed Bearer credentials",
+        ));
+    }
+    // b64token is ASCII, so this cannot fail.
+    match std::str::from_utf8(token) {
+        Ok(t) => Ok(Credentials::Bearer(t)),
+        Err(_) => Err(Rejection::InvalidAuthRequest(
+            "malformed Bearer credentials",
+        )),
+    }
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(t: &[u8]) -> bool {
+    let body_len = t.len() - t.iter().rev().take_while(|b| **b == b'=').count();
+    body_len > 0
+        && t[..body_len].iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+fn query_has_access_token(q: &str) -> bool {
+    // Fast path: most queries do not mention it at all.
+    if !q.contains("access_token") && !q.contains('%') {
+        return false;
+    }
+    form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn creds(values: &[&[u8]], query: Option<&str>) -> Result<Option<String>, Rejection> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        credentials(&h, query).map(|c| match c {
+            Credentials::None => None,
+            Credentials::Bearer(t) => Some(t.to_owned()),
+        })
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            &b"Bearer abc"[..],
+            b"bearer abc",
+            b"BEARER abc",
+            b"bEaReR abc",
+        ] {
+            assert_eq!(creds(&[v], None).unwrap().as_deref(), Some("abc"));
+        }
+    }
+
+    #[test]
+    fn b64token_syntax() {
+        assert_eq!(
+            creds(&[b"Bearer a-._~+/9=="], None).unwrap().as_deref(),
+            Some("a-._~+/9==")
+        );
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer  abc",
+            b"Bearer abc ",
+            b"Bearer\tabc",
+            b"Bearer a,b",
+            b"Bearer a\"b",
+            b"Bearer ==",
+            b"Bearer a=b",
+            b"Bearer \xc3\xa9",
+        ] {
+            let r = creds(&[bad], None);
+            assert!(
+                matches!(r, Err(Rejection::InvalidAuthRequest(_))),
+                "{:?} -> {r:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
+        assert!(creds(&[long.as_bytes()], None).is_err());
+    }
+
+    #[test]
+    fn other_schemes_are_no_credentials() {
+        assert_eq!(creds(&[b"Basic dXNlcjpwdw=="], None).unwrap(), None);
+        assert_eq!(creds(&[b"Bearerx abc"], None).unwrap(), None);
+        assert_eq!(creds(&[], None).unwrap(), None);
+    }
+
+    #[test]
+    fn two_headers_are_invalid() {
+        assert!(matches!(
+            creds(&[b"Bearer a", b"Bearer b"], None),
+            Err(Rejection::InvalidAuthRequest(_))
+        ));
+    }
+
+    #[test]
+    fn query_tokens_are_refused() {
+        for q in ["access_token=x", "a=1&access_token=", "access%5Ftoken=x"] {
+            assert!(
+                matches!(creds(&[], Some(q)), Err(Rejection::InvalidAuthRequest(_))),
+                "{q}"
+            );
+        }
+        assert_eq!(creds(&[], Some("x=access_token")).unwrap(), None);
+        assert_eq!(creds(&[], Some("a=1")).unwrap(), None);
+    }
+}

@@ -1,0 +1,383 @@
+//! The forward phase: rewrite the request for the upstream, send it through
+//! a pooled hyper-util client, stream both bodies, and hand WebSocket
+//! upgrades over to a bidirectional copy.
+//!
+//! Header policy (CONTRACT §3, attack cases H1-H6):
+//! - hop-by-hop headers (RFC 9110 §7.6.1) and every header named in
+//!   `Connection`/`Proxy-Connection` are removed first;
+//! - identity and forwarding headers a client could spoof are removed next,
+//!   in every spelling (`X-Authenticated-*`, `X-Forwarded-*`, `Forwarded`,
+//!   `X-Real-IP`, and their `_` variants);
+//! - only then are the gateway's own values set, so nothing a client sends
+//!   (not even `Connection: X-Authenticated-Scope`) can remove or replace them;
+//! - `Authorization` is dropped unless the route sets `forward_authorization`;
+//! - `Host` becomes the upstream's authority (nginx's default); the client's
+//!   host travels in `X-Forwarded-Host` and `Forwarded`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::Body;
+use crate::error::Rejection;
+use crate::gateway::route::Route;
+use crate::tokens::cache::Identity;
+
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_AUTH_USER: HeaderName = HeaderName::from_static("x-authenticated-user");
+static X_AUTH_ACCOUNT: HeaderName = HeaderName::from_static("x-authenticated-account-id");
+static X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The pooled upstream client (keep-alive connections per upstream).
+pub fn client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(http)
+}
+
+/// What the forward phase needs besides the request itself.
+pub struct Forward<'a> {
+    pub route: &'a Route,
+    pub identity: Option<&'a Identity>,
+    pub peer: SocketAddr,
+    /// The normalized path as the upstream should see it (prefix stripped,
+    /// base path prepended).
+    pub path: &'a str,
+    pub request_id: HeaderValue,
+    pub max_body_bytes: u64,
+}
+
+/// A request id we accept from a client: 1-128 visible ASCII characters.
+pub fn sane_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+/// A new request id: a per-process random prefix and a counter (unique,
+/// cheap, not secret).
+pub fn new_request_id() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let s = format!("{prefix:016x}{n:016x}");
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Would a client-sent header of this name impersonate the gateway?
+fn spoofable(name: &str) -> bool {
+    let starts = |p: &str| {
+        name.len() >= p.len()
+            && name.as_bytes()[..p.len()]
+                .iter()
+                .zip(p.as_bytes())
+                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    };
+    starts("x-authenticated-")
+        || starts("x-forwarded-")
+        || name == "forwarded"
+        || starts("x-real-ip")
+}
+
+/// Remove hop-by-hop headers, the headers `Connection` names, and (for
+/// requests) everything spoofable. Allocates only when something must go.
+pub fn strip_headers(h: &mut HeaderMap, request: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for conn in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        for v in h.get_all(&conn) {
+            if let Ok(s) = v.to_str() {
+                for token in s.split(',') {
+                    if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                        doomed.push(name);
+                    }
+                }
+            }
+        }
+    }
+    if request {
+        for name in h.keys() {
+            if spoofable(name.as_str()) {
+                doomed.push(name.clone());
+            }
+        }
+    }
+    for name in doomed {
+        h.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn ip_string(peer: &SocketAddr) -> String {
+    peer.ip().to_string()
+}
+
+/// Set the gateway's own forwarding and identity headers.
+fn set_gateway_headers(h: &mut HeaderMap, f: &Forward<'_>, client_host: Option<HeaderValue>) {
+    let ip = ip_string(&f.peer);
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let for_part = if f.peer.is_ipv6() {
+        format!("for=\"[{ip}]\";proto=http")
+    } else {
+        format!("for={ip};proto=http")
+    };
+    let mut forwarded = for_part;
+    if let Some(host) = &client_host {
+        if let Ok(hs) = host.to_str() {
+            // Only a plain host[:port] goes into the quoted-string.
+            if hs
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            {
+                forwarded.push_str(";host=\"");
+                forwarded.push_str(hs);
+                forwarded.push('"');
+            }
+        }
+        h.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        h.insert(FORWARDED.clone(), v);
+    }
+    h.insert(X_REQUEST_ID.clone(), f.request_id.clone());
+    if let Some(id) = f.identity {
+        h.insert(X_AUTH_USER.clone(), id.user_header.clone());
+        h.insert(X_AUTH_ACCOUNT.clone(), id.account_id_header.clone());
+        h.insert(X_AUTH_SCOPE.clone(), id.scope_header.clone());
+    }
+}
+
+fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+    let up = &route.config.upstream;
+    let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(up.scheme.clone())
+        .authority(up.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Rejection::BadRequest("the request target cannot be forwarded"))
+}
+
+/// Does this error (or one of its causes) come from the body size limit?
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Forward `req` upstream and return the upstream's response, streaming.
+pub async fn forward(
+    client: &UpstreamClient,
+    mut req: Request<Incoming>,
+    f: Forward<'_>,
+) -> Result<Response<Body>, Rejection> {
+    let websocket = is_websocket_upgrade(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let uri = upstream_uri(f.route, f.path, req.uri().query())?;
+    let (mut parts, body) = req.into_parts();
+    strip_headers(&mut parts.headers, true);
+    if !f.route.config.forward_authorization {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    set_gateway_headers(&mut parts.headers, &f, client_host);
+    parts.headers.remove(header::HOST);
+    if websocket {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    parts.uri = uri;
+    // Upstreams speak HTTP/1.1, whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    let limit = usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX);
+    let body: Body = Limited::new(body, limit).boxed_unsync();
+    let upstream_req = Request::from_parts(parts, body);
+
+    let sent = tokio::time::timeout(f.route.config.timeout, client.request(upstream_req)).await;
+    let mut res = match sent {
+        Err(_) => return Err(Rejection::GatewayTimeout),
+        Ok(Err(e)) => {
+            if is_length_limit(&e) {
+                return Err(Rejection::PayloadTooLarge);
+            }
+            tracing::warn!(route = %f.route.config.name, error = %e, "upstream request failed");
+            return Err(Rejection::BadGateway);
+        }
+        Ok(Ok(res)) => res,
+    };
+
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            // An upstream may not switch protocols on its own.
+            return Err(Rejection::BadGateway);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            let (Ok(down), Ok(up)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+                return;
+            };
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+        });
+        let (mut parts, _) = res.into_parts();
+        let upgrade = parts.headers.get(header::UPGRADE).cloned();
+        strip_headers(&mut parts.headers, false);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(u) = upgrade {
+            parts.headers.insert(header::UPGRADE, u);
+        }
+        parts.headers.insert(X_REQUEST_ID.clone(), f.request_id);
+        return Ok(Response::from_parts(parts, crate::body::empty()));
+    }
+
+    let (mut parts, body) = res.into_parts();
+    strip_headers(&mut parts.headers, false);
+    parts.headers.insert(X_REQUEST_ID.clone(), f.request_id);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
+            .boxed_unsync(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spoofable_names() {
+        for n in [
+            "x-authenticated-user",
+            "x-authenticated-scope",
+            "x_authenticated_user",
+            "x-forwarded-for",
+            "x-forwarded-user",
+            "forwarded",
+            "x-real-ip",
+        ] {
+            assert!(spoofable(n), "{n}");
+        }
+        for n in [
+            "x-request-id",
+            "authorization",
+            "x-authenticatedx",
+            "content-type",
+        ] {
+            assert!(!spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_and_hop_by_hop_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Foo, x-authenticated-scope"),
+        );
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("proxy-connection", HeaderValue::from_static("x-bar"));
+        h.insert("x-bar", HeaderValue::from_static("1"));
+        h.insert("x-authenticated-user", HeaderValue::from_static("admin"));
+        h.insert("x_authenticated_user", HeaderValue::from_static("admin"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_headers(&mut h, true);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(sane_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!sane_request_id(&HeaderValue::from_static("")));
+        assert!(!sane_request_id(&HeaderValue::from_static("a b")));
+        assert!(!sane_request_id(
+            &HeaderValue::from_str(&"a".repeat(129)).unwrap()
+        ));
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert!(sane_request_id(&a));
+    }
+}

@@ -1,0 +1,363 @@
+//! Test support, used by the integration tests under `tests/` and by
+//! benches: a throwaway Postgres per test run and a fresh database per test.
+//!
+//! - One cluster per test process, started on first use on a free port,
+//!   its data in a temporary folder; stopped and deleted when the process
+//!   exits (an `atexit` hook, which also runs when tests fail).
+//! - A migrated template database; every test gets its own database cloned
+//!   from it with `CREATE DATABASE ... TEMPLATE ...` (milliseconds).
+//! - `SCOPEGATE_TEST_DATABASE_URL` points the harness at an existing server
+//!   instead (the URL's user must be allowed to create databases).
+//! - [`FaultProxy`]: a TCP proxy in front of Postgres that a test can cut
+//!   and restore, to simulate the database going away without stopping the
+//!   shared cluster.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::Secret;
+use crate::db::embedded::{Binaries, Cluster};
+
+const TEMPLATE: &str = "scopegate_template";
+
+struct Server {
+    /// Connection string to the maintenance database (`postgres`).
+    admin_url: String,
+    /// `postgres://user@host:port/` without a database name.
+    base_url: String,
+    /// Unique per process, so parallel test binaries sharing an external
+    /// server do not collide.
+    prefix: String,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+static CLUSTER: Mutex<Option<(Cluster, tempfile::TempDir)>> = Mutex::new(None);
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn stop_cluster_at_exit() {
+    if let Ok(mut guard) = CLUSTER.lock() {
+        if let Some((cluster, dir)) = guard.take() {
+            let _ = cluster.stop(true);
+            drop(dir);
+        }
+    }
+}
+
+fn server() -> &'static Server {
+    let res = SERVER.get_or_init(|| {
+        // Done on a thread of its own: callers are often inside a runtime.
+        std::thread::spawn(init_server)
+            .join()
+            .unwrap_or_else(|_| Err("test database setup panicked".into()))
+    });
+    match res {
+        Ok(s) => s,
+        Err(e) => panic!("test database: {e}"),
+    }
+}
+
+fn init_server() -> Result<Server, String> {
+    let prefix = format!("sgt{}", std::process::id());
+    let (admin_url, base_url) = match std::env::var("SCOPEGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            let cfg: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e| format!("SCOPEGATE_TEST_DATABASE_URL: {e}"))?;
+            let base = strip_dbname(&url);
+            let _ = cfg;
+            (url, base)
+        }
+        _ => {
+            let bins = Binaries::locate().map_err(|e| e.to_string())?;
+            let dir = tempfile::Builder::new()
+                .prefix("scopegate-test-pg-")
+                .tempdir_in(std::env::temp_dir())
+                .map_err(|e| e.to_string())?;
+            // The service user must be able to enter the temp folder.
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .map_err(|e| e.to_string())?;
+            let (cluster, _) =
+                Cluster::open_or_init(bins, &dir.path().join("data")).map_err(|e| e.to_string())?;
+            cluster.start(true).map_err(|e| e.to_string())?;
+            let admin = cluster.url("postgres");
+            let base = format!(
+                "postgres://{}@127.0.0.1:{}/",
+                crate::db::embedded::SUPERUSER,
+                cluster.port()
+            );
+            if let Ok(mut g) = CLUSTER.lock() {
+                *g = Some((cluster, dir));
+            }
+            // SAFETY: registering a plain extern "C" fn with no captured state.
+            unsafe { libc::atexit(stop_cluster_at_exit) };
+            (admin, base)
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let template = format!("{prefix}_{TEMPLATE}");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connect {}: {e}", crate::db::describe(&admin_url)))?;
+        tokio::spawn(conn);
+        for stmt in [
+            format!("DROP DATABASE IF EXISTS {template}"),
+            format!("CREATE DATABASE {template}"),
+        ] {
+            client
+                .batch_execute(&stmt)
+                .await
+                .map_err(|e| crate::db::pg_error_text(&e))?;
+        }
+        let url = Secret::new(with_dbname(&base_url, &template));
+        let pool = crate::db::pool(&url, 1).map_err(|e| e.to_string())?;
+        crate::db::migrate::run(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        pool.close();
+        Ok::<_, String>(())
+    })?;
+    Ok(Server {
+        admin_url,
+        base_url,
+        prefix,
+    })
+}
+
+fn strip_dbname(url: &str) -> String {
+    // postgres://user:pw@host:port/db?params -> postgres://user:pw@host:port/?params
+    let (head, query) = url.split_once('?').map_or((url, ""), |(h, q)| (h, q));
+    let scheme_end = head.find("://").map_or(0, |i| i + 3);
+    let base = match head[scheme_end..].find('/') {
+        Some(i) => &head[..scheme_end + i + 1],
+        None => head,
+    };
+    let base = if base.ends_with('/') {
+        base.to_owned()
+    } else {
+        format!("{base}/")
+    };
+    if query.is_empty() {
+        base
+    } else {
+        format!("{base}?{query}")
+    }
+}
+
+fn with_dbname(base: &str, db: &str) -> String {
+    match base.split_once('?') {
+        Some((h, q)) => format!("{h}{db}?{q}"),
+        None => format!("{base}{db}"),
+    }
+}
+
+/// A fresh, migrated database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: Secret,
+}
+
+impl TestDb {
+    /// Clone the migrated template into a new database.
+    pub async fn new() -> TestDb {
+        let server = server();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}_t{n}", server.prefix);
+        let (client, conn) = tokio_postgres::connect(&server.admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE {}_{TEMPLATE}",
+                server.prefix
+            ))
+            .await
+            .expect("create a test database from the template");
+        TestDb {
+            url: Secret::new(with_dbname(&server.base_url, &name)),
+            name,
+        }
+    }
+
+    /// A small pool on this database.
+    pub fn pool(&self) -> crate::db::DbPool {
+        crate::db::pool(&self.url, 4).expect("test pool")
+    }
+
+    /// The URL of this database reached through `proxy` instead.
+    pub fn url_via(&self, proxy: &FaultProxy) -> Secret {
+        let cfg: tokio_postgres::Config = self.url.expose().parse().expect("test URL parses");
+        let user = cfg.get_user().unwrap_or("postgres");
+        Secret::new(format!(
+            "postgres://{user}@{}/{}?connect_timeout=2",
+            proxy.addr(),
+            self.name
+        ))
+    }
+}
+
+/// A TCP proxy that a test can cut (every connection dropped, new ones
+/// refused at once) and restore.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+    connections: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Proxy to the Postgres server behind `db`.
+    pub async fn to_db(db: &TestDb) -> FaultProxy {
+        let cfg: tokio_postgres::Config = db.url.expose().parse().expect("test URL parses");
+        let host = match cfg.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".into(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        Self::start(format!("{host}:{port}")).await
+    }
+
+    pub async fn start(target: String) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (up, up_rx) = watch::channel(true);
+        let connections = Arc::new(AtomicU64::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !*up_rx.borrow() {
+                    drop(inbound); // refused: closed at once
+                    continue;
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
+                let target = target.clone();
+                let mut rx = up_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            up,
+            connections,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drop every proxied connection and refuse new ones.
+    pub fn cut(&self) {
+        let _ = self.up.send(false);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.up.send(true);
+    }
+
+    /// Connections accepted while up.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Create an account with `scopes` (created in `scopes` if missing) and an
+/// access token for it, directly in the database. Returns the token.
+/// (Gateway tests and benches do not depend on the issuer.) Test setup
+/// only: panics on failure.
+pub async fn insert_token(
+    pool: &crate::db::DbPool,
+    username: &str,
+    scopes: &[&str],
+    ttl_secs: i64,
+) -> String {
+    let conn = pool.get().await.expect("test pool connection");
+    let account_id: i32 = match conn
+        .query_opt("SELECT account_id FROM accounts WHERE username = $1", &[&username])
+        .await
+        .expect("test setup query")
+    {
+        Some(r) => r.get(0),
+        None => conn
+            .query_one(
+                "INSERT INTO accounts (username, password) VALUES ($1, 'unusable') RETURNING account_id",
+                &[&username],
+            )
+            .await
+            .expect("test setup query")
+            .get(0),
+    };
+    let token = crate::tokens::generate(crate::tokens::Kind::Access).expect("test setup query");
+    let hash = crate::tokens::hash_hex(&crate::tokens::hash(&token));
+    let now = crate::db::unix_now();
+    let token_id: i64 = conn
+        .query_one(
+            "INSERT INTO access_tokens (token, expires, created) VALUES ($1, $2, $3) RETURNING token_id",
+            &[&hash, &(now + ttl_secs), &now],
+        )
+        .await
+        .expect("test setup query")
+        .get(0);
+    conn.execute(
+        "INSERT INTO account_tokens (account_id, token_id) VALUES ($1, $2)",
+        &[&account_id, &token_id],
+    )
+    .await
+    .expect("test setup query");
+    for s in scopes {
+        conn.execute(
+            "INSERT INTO scopes (scope_name, scope_value) VALUES ($1, $1) ON CONFLICT (scope_value) DO NOTHING",
+            &[s],
+        )
+        .await
+        .expect("test setup query");
+        conn.execute(
+            "INSERT INTO token_scopes (token_id, scope_id) SELECT $1, scope_id FROM scopes WHERE scope_value = $2",
+            &[&token_id, s],
+        )
+        .await
+        .expect("test setup query");
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_surgery() {
+        assert_eq!(
+            strip_dbname("postgres://u:p@h:5/db?sslmode=disable"),
+            "postgres://u:p@h:5/?sslmode=disable"
+        );
+        assert_eq!(strip_dbname("postgres://u@h:5"), "postgres://u@h:5/");
+        assert_eq!(
+            with_dbname("postgres://u@h:5/?a=b", "x"),
+            "postgres://u@h:5/x?a=b"
+        );
+        assert_eq!(with_dbname("postgres://u@h:5/", "x"), "postgres://u@h:5/x");
+    }
+}

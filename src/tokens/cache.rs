@@ -1,0 +1,344 @@
+//! Access-token validation: a bounded moka cache in front of Postgres, with
+//! the consistency rules of CONTRACT §7.
+//!
+//! - **Key**: SHA-256 of the token. **Value**: the identity (account id,
+//!   username, scopes, precomputed header values), the token's expiry as a
+//!   monotonic deadline, and when the database last confirmed it.
+//! - **Never past expiry**: checked on every hit, and entries expire from
+//!   the cache at the token's expiry. Expiry is converted to a monotonic
+//!   [`Instant`] when the entry is filled, so a backwards wall-clock jump
+//!   cannot extend a token's life (attack case F12).
+//! - **Trust window**: a hit younger than `max_staleness` is answered from
+//!   memory; an older one is re-checked against the database on use.
+//! - **Outage**: when the database cannot answer, an entry confirmed less
+//!   than `outage_grace` ago still passes; anything else is 503, never 401
+//!   (we cannot tell) and never 200 (we cannot vouch).
+//! - **Single flight**: concurrent misses for one token share one query
+//!   (`try_get_with`), and so does its error; concurrent re-checks of one
+//!   stale entry are serialized per key (`and_try_compute_with`), and a
+//!   re-check that finds the entry already re-checked by a predecessor does
+//!   not query again.
+//! - **Negative cache**: unknown/invalid tokens are remembered for
+//!   `negative_ttl`. The cache holds at most `max_entries` entries of both
+//!   kinds, so token spraying cannot grow memory without bound.
+//! - **Revocation races**: [`Validator::invalidate`] bumps an epoch. A fill
+//!   whose query started before the bump is stored as unconfirmed, so the
+//!   next use re-checks it: a revocation racing a fill can never leave the
+//!   revoked token trusted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use http::HeaderValue;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+
+use super::store::{self, AccessRecord};
+use super::{hash, TokenHash, ACCESS_PREFIX};
+use crate::config::CacheConfig;
+use crate::db::{unix_now, DbError};
+use crate::error::Rejection;
+
+/// The caller of a valid access token, as the gateway forwards it.
+#[derive(Debug)]
+pub struct Identity {
+    pub token_id: i64,
+    pub account_id: i32,
+    pub username: Box<str>,
+    /// Granted scopes, sorted, space-separated (RFC 6749 §3.3 form).
+    pub scope: Box<str>,
+    /// UNIX seconds.
+    pub expires: i64,
+    pub issued: i64,
+    /// Precomputed `X-Authenticated-*` values.
+    pub user_header: HeaderValue,
+    pub account_id_header: HeaderValue,
+    pub scope_header: HeaderValue,
+}
+
+impl Identity {
+    /// The granted scopes, one by one.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+
+    fn from_record(r: &AccessRecord) -> Option<Identity> {
+        let scope = r.scopes.join(" ");
+        Some(Identity {
+            token_id: r.token_id,
+            account_id: r.account_id,
+            user_header: HeaderValue::from_str(&r.username).ok()?,
+            account_id_header: HeaderValue::from(r.account_id),
+            scope_header: HeaderValue::from_str(&scope).ok()?,
+            username: r.username.clone().into_boxed_str(),
+            scope: scope.into_boxed_str(),
+            expires: r.expires,
+            issued: r.created,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Valid(Arc<ValidEntry>),
+    /// Unknown, revoked, expired, or inactive account.
+    Invalid,
+}
+
+#[derive(Debug)]
+struct ValidEntry {
+    identity: Arc<Identity>,
+    /// Monotonic deadline equivalent of `identity.expires`.
+    expires_at: Instant,
+    /// When the database last said "valid".
+    confirmed: Instant,
+    /// False when a revocation raced the query that confirmed it: it must
+    /// be re-checked before a cache hit may trust it.
+    trusted: bool,
+    /// When the database was last asked about it (successfully or not).
+    checked: Instant,
+}
+
+struct EntryExpiry {
+    negative_ttl: Duration,
+}
+
+impl Expiry<TokenHash, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _k: &TokenHash, v: &Entry, now: Instant) -> Option<Duration> {
+        Some(match v {
+            Entry::Valid(e) => e.expires_at.saturating_duration_since(now),
+            Entry::Invalid => self.negative_ttl,
+        })
+    }
+
+    fn expire_after_update(
+        &self,
+        k: &TokenHash,
+        v: &Entry,
+        now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(k, v, now)
+    }
+}
+
+/// Validates access tokens; shared by the gateway and `/oauth/*`.
+pub struct Validator {
+    cache: Cache<TokenHash, Entry>,
+    pool: Pool,
+    max_staleness: Duration,
+    outage_grace: Duration,
+    epoch: AtomicU64,
+    lookups: AtomicU64,
+}
+
+/// How long a client is told to wait after a 503.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
+fn unavailable() -> Rejection {
+    Rejection::Unavailable {
+        retry_after_secs: RETRY_AFTER_SECS,
+    }
+}
+
+/// Cheap syntax check before any hashing or lookup: our tokens are
+/// `sga_` + 43 base64url characters. Anything else cannot be valid.
+fn plausible(token: &str) -> bool {
+    token.len() == ACCESS_PREFIX.len() + 43
+        && token.starts_with(ACCESS_PREFIX)
+        && token.as_bytes()[ACCESS_PREFIX.len()..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
+impl Validator {
+    pub fn new(pool: Pool, cfg: &CacheConfig) -> Validator {
+        let cache = Cache::builder()
+            .max_capacity(cfg.max_entries)
+            .expire_after(EntryExpiry {
+                negative_ttl: cfg.negative_ttl,
+            })
+            .build();
+        Validator {
+            cache,
+            pool,
+            max_staleness: cfg.max_staleness,
+            outage_grace: cfg.outage_grace,
+            epoch: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    /// Database lookups made so far (a test hook and a metric).
+    pub fn db_lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// Entries currently cached (approximate; moka applies writes lazily).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Apply pending cache maintenance (tests and metrics).
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Forget what we know about a token (it was revoked here).
+    pub async fn invalidate(&self, hash: &TokenHash) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(hash).await;
+    }
+
+    /// Validate a bearer token: `Ok` with its identity, or the rejection.
+    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+        if !plausible(token) {
+            return Err(Rejection::InvalidToken);
+        }
+        let key = hash(token);
+        let now = Instant::now();
+        match self.cache.get(&key).await {
+            Some(Entry::Valid(e)) => {
+                if now >= e.expires_at {
+                    return Err(Rejection::InvalidToken);
+                }
+                if e.trusted && now.duration_since(e.confirmed) < self.max_staleness {
+                    return Ok(e.identity.clone());
+                }
+                self.recheck(key, now).await
+            }
+            Some(Entry::Invalid) => Err(Rejection::InvalidToken),
+            None => self.fill(key).await,
+        }
+    }
+
+    /// Ask the database; the answer as a cache entry. A revocation that
+    /// happens while the query runs makes us ask again (it has committed by
+    /// the time it invalidates), up to a bound; past it the entry is stored
+    /// untrusted.
+    async fn lookup(&self, key: &TokenHash) -> Result<Entry, DbError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            let record = store::find_access(&self.pool, key).await?;
+            let raced = self.epoch.load(Ordering::SeqCst) != epoch;
+            if raced && attempts < 3 {
+                continue;
+            }
+            return Ok(Self::entry_from(record, !raced));
+        }
+    }
+
+    fn entry_from(record: Option<AccessRecord>, trusted: bool) -> Entry {
+        let now = Instant::now();
+        let now_unix = unix_now();
+        let Some(record) = record.filter(|r| r.is_valid(now_unix)) else {
+            return Entry::Invalid;
+        };
+        let Some(identity) = Identity::from_record(&record) else {
+            // A username that cannot be a header value: refuse, loudly.
+            tracing::error!(
+                account_id = record.account_id,
+                "username is not a valid header value"
+            );
+            return Entry::Invalid;
+        };
+        let left = Duration::from_secs(u64::try_from(record.expires - now_unix).unwrap_or(0));
+        Entry::Valid(Arc::new(ValidEntry {
+            identity: Arc::new(identity),
+            expires_at: now + left,
+            confirmed: now,
+            trusted,
+            checked: now,
+        }))
+    }
+
+    /// A miss: one query for all concurrent callers (errors shared too).
+    async fn fill(&self, key: TokenHash) -> Result<Arc<Identity>, Rejection> {
+        match self.cache.try_get_with(key, self.lookup(&key)).await {
+            Ok(Entry::Valid(e)) => Ok(e.identity.clone()),
+            Ok(Entry::Invalid) => Err(Rejection::InvalidToken),
+            Err(e) => {
+                tracing::warn!(error = %e, "token lookup failed");
+                Err(unavailable())
+            }
+        }
+    }
+
+    /// A stale hit: re-confirm with the database, once per key at a time.
+    async fn recheck(&self, key: TokenHash, seen_at: Instant) -> Result<Arc<Identity>, Rejection> {
+        let outcome = self
+            .cache
+            .entry(key)
+            .and_try_compute_with(|current| async move {
+                match current.map(|c| c.into_value()) {
+                    // A predecessor in the queue asked the database after we
+                    // looked: take its answer (success or failure) as is.
+                    Some(Entry::Valid(e)) if e.checked >= seen_at => Ok(Op::Nop),
+                    Some(Entry::Invalid) => Ok(Op::Nop),
+                    None => self.lookup(&key).await.map(Op::Put).map_err(Arc::new),
+                    Some(Entry::Valid(e)) => match self.lookup(&key).await {
+                        Ok(fresh) => Ok(Op::Put(fresh)),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "token re-check failed");
+                            // Remember the failed attempt; keep what we knew.
+                            Ok(Op::Put(Entry::Valid(Arc::new(ValidEntry {
+                                identity: e.identity.clone(),
+                                expires_at: e.expires_at,
+                                confirmed: e.confirmed,
+                                trusted: e.trusted,
+                                checked: Instant::now(),
+                            }))))
+                        }
+                    },
+                }
+            })
+            .await;
+        let entry = match outcome {
+            Ok(r) => r.into_entry().map(|e| e.into_value()),
+            Err(e) => {
+                tracing::warn!(error = %e, "token lookup failed");
+                return Err(unavailable());
+            }
+        };
+        let now = Instant::now();
+        match entry {
+            Some(Entry::Valid(e)) => {
+                if now >= e.expires_at {
+                    return Err(Rejection::InvalidToken);
+                }
+                if e.confirmed >= seen_at {
+                    // Confirmed by the database while we waited.
+                    Ok(e.identity.clone())
+                } else if e.trusted && now.duration_since(e.confirmed) < self.outage_grace {
+                    // The database could not answer; it vouched recently enough.
+                    Ok(e.identity.clone())
+                } else {
+                    Err(unavailable())
+                }
+            }
+            Some(Entry::Invalid) => Err(Rejection::InvalidToken),
+            None => Err(unavailable()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausibility_filter() {
+        let t = crate::tokens::generate(crate::tokens::Kind::Access).unwrap();
+        assert!(plausible(&t));
+        assert!(!plausible(&t[..t.len() - 1]));
+        assert!(!plausible(&t.replace("sga_", "sgr_")));
+        assert!(!plausible(&format!("{}=", &t[..t.len() - 1])));
+        assert!(!plausible(""));
+    }
+}

@@ -1,0 +1,90 @@
+//! Opaque bearer tokens: generation, hashing, and the validation path
+//! (database lookup behind a moka cache).
+//!
+//! A token is 32 bytes from the OS CSPRNG, base64url without padding, with a
+//! readable type prefix (`sga_` access, `sgr_` refresh) so one kind can
+//! never be used as the other. Only the SHA-256 of the whole token string
+//! (hex in the database, raw bytes as the cache key) is ever stored.
+
+pub mod cache;
+pub mod store;
+
+use base64::Engine;
+use rand::TryRngCore;
+use sha2::{Digest, Sha256};
+
+pub const ACCESS_PREFIX: &str = "sga_";
+pub const REFRESH_PREFIX: &str = "sgr_";
+
+/// SHA-256 of a token: the only form in which tokens are stored or cached.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Access,
+    Refresh,
+}
+
+impl Kind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Access => ACCESS_PREFIX,
+            Kind::Refresh => REFRESH_PREFIX,
+        }
+    }
+
+    /// The kind a presented token claims by its prefix.
+    pub fn of(token: &str) -> Option<Kind> {
+        if token.starts_with(ACCESS_PREFIX) {
+            Some(Kind::Access)
+        } else if token.starts_with(REFRESH_PREFIX) {
+            Some(Kind::Refresh)
+        } else {
+            None
+        }
+    }
+}
+
+/// A new random token of `kind`. Fails only if the OS RNG does.
+pub fn generate(kind: Kind) -> Result<String, rand::rand_core::OsError> {
+    let mut raw = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut raw)?;
+    let mut s = String::with_capacity(4 + 43);
+    s.push_str(kind.prefix());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(raw, &mut s);
+    Ok(s)
+}
+
+pub fn hash(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The database form of a hash (64 lowercase hex digits).
+pub fn hash_hex(h: &TokenHash) -> String {
+    hex::encode(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_prefixed_random_and_long() {
+        let a = generate(Kind::Access).unwrap();
+        let b = generate(Kind::Access).unwrap();
+        assert!(a.starts_with("sga_"));
+        assert_eq!(a.len(), 4 + 43);
+        assert_ne!(a, b);
+        assert!(generate(Kind::Refresh).unwrap().starts_with("sgr_"));
+        assert_eq!(Kind::of(&a), Some(Kind::Access));
+        assert_eq!(Kind::of("xyz"), None);
+    }
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_hex(&hash("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The binary's command line: exit codes and messages.
+
+use std::process::Command;
+
+fn scopegate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+    c.env_remove("SCOPEGATE_CONFIG")
+        .env_remove("SCOPEGATE_DATABASE_URL")
+        .env_remove("SCOPEGATE_LISTEN")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let out = scopegate().args(["check-config"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = scopegate()
+        .args(["--config", "config/dev.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_config_prints_every_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+listen = "nowhere"
+
+[[routes]]
+name = "a"
+path = "/a"
+upstream = "ftp://x"
+methods = ["FETCH"]
+
+[[routes]]
+name = "a"
+path = "/b"
+upstream = "http://127.0.0.1:1"
+public = true
+scopes = ["x"]
+"#,
+    )
+    .unwrap();
+    let out = scopegate()
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for needle in [
+        format!("{file}: server.listen:"),
+        format!("{file}: routes[0] \"a\".upstream:"),
+        format!("{file}: routes[0] \"a\".methods: unknown method \"FETCH\""),
+        format!("{file}: routes[1] \"a\".public:"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    let out = scopegate()
+        .args(["--config", "/nonexistent/x.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml: cannot read the file")
+    );
+}
+
+#[test]
+fn route_explain_names_route_upstream_and_scopes() {
+    let out = scopegate()
+        .args([
+            "route",
+            "explain",
+            "GET",
+            "/api/orders/../orders/7",
+            "--host",
+            "API.example.com:8080",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("route: orders"), "{text}");
+    assert!(
+        text.contains("upstream: http://127.0.0.1:9000/api/orders/7"),
+        "{text}"
+    );
+    assert!(text.contains("all of: orders:read"), "{text}");
+
+    let out = scopegate()
+        .args(["route", "explain", "GET", "/nothing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = scopegate()
+        .args([
+            "route",
+            "explain",
+            "DELETE",
+            "/api/orders",
+            "--host",
+            "api.example.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("405"));
+}
+
+#[test]
+fn migrate_without_a_database_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "").unwrap();
+    let out = scopegate()
+        .arg("--config")
+        .arg(&path)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database configured"));
+}

@@ -1,0 +1,548 @@
+//! The proxy path, row by row of CONTRACT §3, plus the path and header
+//! attacks of attack-cases.md §3.2-§3.4. Raw sockets where a client library
+//! would "fix" the request before sending it.
+
+use crate::support::{insert_token, raw, raw_get, revoke_in_db, spawn_app, Seen, TestApp};
+
+pub const ROUTES: &str = r#"
+[[routes]]
+name = "public"
+path = "/public"
+upstream = "UPSTREAM"
+public = true
+
+[[routes]]
+name = "orders"
+path = "/api/orders"
+methods = ["GET", "POST"]
+upstream = "UPSTREAM"
+scopes = ["orders:read"]
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+
+[[routes]]
+name = "tenant"
+path = "/api"
+host = "tenant.example"
+upstream = "UPSTREAM"
+public = true
+
+[[routes]]
+name = "admin"
+path = "/admin"
+upstream = "UPSTREAM"
+scopes = ["admin"]
+
+[[routes]]
+name = "any"
+path = "/any"
+upstream = "UPSTREAM"
+any_scopes = ["a", "b"]
+
+[[routes]]
+name = "wild"
+path = "/wild"
+upstream = "UPSTREAM"
+scopes = ["orders:*"]
+
+[[routes]]
+name = "strip"
+path = "/strip"
+upstream = "UPSTREAM"
+strip_prefix = true
+public = true
+
+[[routes]]
+name = "fwd"
+path = "/fwd"
+upstream = "UPSTREAM"
+scopes = ["api"]
+forward_authorization = true
+
+[[routes]]
+name = "down"
+path = "/down"
+upstream = "http://127.0.0.1:1"
+public = true
+
+[[routes]]
+name = "slow"
+path = "/slow"
+upstream = "UPSTREAM"
+public = true
+timeout_secs = 1
+"#;
+
+async fn app() -> TestApp {
+    spawn_app(&format!("[server]\nmax_body_bytes = 1000\n{ROUTES}")).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+const CHALLENGE: &str = "Bearer realm=\"scopegate\"";
+const INVALID_TOKEN: &str = "Bearer realm=\"scopegate\", error=\"invalid_token\"";
+
+#[tokio::test]
+async fn bad_paths_are_400_and_never_reach_upstream() {
+    let app = app().await;
+    for path in [
+        "/public%2F..%2Fadmin",
+        "/admin%2fusers",
+        "/public/..%5Cadmin",
+        "/public\\..\\admin",
+        "/admin%00.json",
+        "/public/%c0%ae%c0%ae/admin",
+        "/public/%zz",
+        "/..",
+        "/public/../../admin",
+        "/admin;jsessionid=x",
+        "/admin;/..;/secret",
+    ] {
+        let r = raw_get(app.addr, path, "").await;
+        assert_eq!(r.status, 400, "{path}");
+        assert_eq!(r.json()["error"], "invalid_request", "{path}");
+        assert!(r.header("www-authenticate").is_none(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_matching_and_forwarded_normalized() {
+    let app = app().await;
+    let admin = insert_token(&app.db, "root", &["admin"], 3600).await;
+    let user = insert_token(&app.db, "user", &["api"], 3600).await;
+    for path in [
+        "/public/../admin/users",
+        "/public/%2e%2e/admin/users",
+        "/public/%2E%2E/admin/users",
+        "/public/.%2e/admin/users",
+        "//admin/./users",
+        "/admin//users",
+    ] {
+        // Decided under /admin's rules, not /public's.
+        let r = raw_get(app.addr, path, "").await;
+        assert_eq!(r.status, 401, "{path}");
+        let r = raw_get(app.addr, path, &bearer(&user)).await;
+        assert_eq!(r.status, 403, "{path}");
+        let r = raw_get(app.addr, path, &bearer(&admin)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(Seen(r.json()).path(), "/admin/users", "{path}");
+    }
+    // Double encoding is decoded once: a literal %2e%2e segment, no traversal.
+    let r = raw_get(app.addr, "/public/%252e%252e/admin", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Seen(r.json()).path(), "/public/%252e%252e/admin");
+    // Unreserved escapes are decoded, others kept (upper-cased).
+    let r = raw_get(app.addr, "/public/%7euser/a%2cb?q=%2F", "").await;
+    assert_eq!(r.status, 200);
+    let seen = Seen(r.json());
+    assert_eq!(seen.path(), "/public/~user/a%2Cb");
+    // The query is not part of the path and reaches the upstream unchanged.
+    assert_eq!(seen.0["query"], "q=%2F");
+    let r = raw_get(app.addr, "/public?x=/../admin", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Seen(r.json()).0["query"], "x=/../admin");
+}
+
+#[tokio::test]
+async fn routing_is_longest_prefix_on_segment_boundaries() {
+    let app = app().await;
+    let t = insert_token(&app.db, "u", &["api", "orders:read"], 3600).await;
+    let only_api = insert_token(&app.db, "v", &["api"], 3600).await;
+    // /api/orders/7 -> orders (needs orders:read): only_api is refused.
+    assert_eq!(
+        raw_get(app.addr, "/api/orders/7", &bearer(&t)).await.status,
+        200
+    );
+    assert_eq!(
+        raw_get(app.addr, "/api/orders/7", &bearer(&only_api))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        raw_get(app.addr, "/api/orders", &bearer(&only_api))
+            .await
+            .status,
+        403
+    );
+    // /api/ordersx is not under /api/orders: the /api route applies.
+    assert_eq!(
+        raw_get(app.addr, "/api/ordersx", &bearer(&only_api))
+            .await
+            .status,
+        200
+    );
+    // /apix matches nothing.
+    assert_eq!(raw_get(app.addr, "/apix", &bearer(&t)).await.status, 404);
+    // Host-specific route beats the host-less one (case-insensitive, port ignored).
+    let r = raw(
+        app.addr,
+        b"GET /api/x HTTP/1.1\r\nHost: Tenant.Example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "public tenant route");
+    assert_eq!(raw_get(app.addr, "/api/x", "").await.status, 401);
+}
+
+#[tokio::test]
+async fn no_route_is_404_and_wrong_method_is_405_with_allow() {
+    let app = app().await;
+    let r = raw_get(app.addr, "/nowhere", "").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    let r = raw(
+        app.addr,
+        b"DELETE /api/orders/1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, POST"));
+    for m in ["TRACE", "CONNECT"] {
+        let target = if m == "CONNECT" {
+            "internal:22"
+        } else {
+            "/public"
+        };
+        let r = raw(
+            app.addr,
+            format!("{m} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(r.status == 405 || r.status == 400, "{m}: {}", r.status);
+    }
+}
+
+#[tokio::test]
+async fn credentials_rows() {
+    let app = app().await;
+    let t = insert_token(&app.db, "u", &["api"], 3600).await;
+
+    // No credentials -> 401 with the bare challenge.
+    let r = raw_get(app.addr, "/api/x", "").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+    assert!(r.json()["error"].is_string());
+
+    // Another scheme -> as with no credentials.
+    let r = raw_get(app.addr, "/api/x", "Authorization: Basic dXNlcjpwdw==\r\n").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+
+    // Malformed Bearer, several Authorization headers, token in the query -> 400.
+    for extra in [
+        "Authorization: Bearer\r\n".to_owned(),
+        "Authorization: Bearer \r\n".to_owned(),
+        "Authorization: Bearer a,b\r\n".to_owned(),
+        format!("Authorization: Bearer  {t}\r\n"),
+        format!("{}{}", bearer(&t), bearer(&t)),
+    ] {
+        let r = raw_get(app.addr, "/api/x", &extra).await;
+        assert_eq!(r.status, 400, "{extra:?}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"scopegate\", error=\"invalid_request\""),
+            "{extra:?}"
+        );
+    }
+    let r = raw_get(app.addr, &format!("/api/x?access_token={t}"), "").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid_request");
+
+    // The scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = raw_get(
+            app.addr,
+            "/api/x",
+            &format!("Authorization: {scheme} {t}\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_expired_revoked_and_inactive_are_invalid_token() {
+    let app = app().await;
+    let unknown = scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap();
+    let expired = insert_token(&app.db, "old", &["api"], -10).await;
+    let revoked = insert_token(&app.db, "rev", &["api"], 3600).await;
+    revoke_in_db(&app.db, &revoked).await;
+    let inactive = insert_token(&app.db, "gone", &["api"], 3600).await;
+    let conn = app.db.pool().get().await.unwrap();
+    conn.execute(
+        "UPDATE accounts SET is_active = false WHERE username = 'gone'",
+        &[],
+    )
+    .await
+    .unwrap();
+    for (what, t) in [
+        ("unknown", unknown.as_str()),
+        ("expired", &expired),
+        ("revoked", &revoked),
+        ("inactive", &inactive),
+        ("garbage", "not-one-of-ours"),
+        ("refresh-shaped", &unknown.replace("sga_", "sgr_")),
+    ] {
+        let r = raw_get(app.addr, "/api/x", &bearer(t)).await;
+        assert_eq!(r.status, 401, "{what}");
+        assert_eq!(r.header("www-authenticate"), Some(INVALID_TOKEN), "{what}");
+        assert_eq!(r.json()["error"], "invalid_token", "{what}");
+    }
+    // A public route still validates a token that is sent.
+    assert_eq!(
+        raw_get(app.addr, "/public", &bearer(&unknown)).await.status,
+        401
+    );
+    assert_eq!(raw_get(app.addr, "/public", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn scopes_all_of_any_of_and_wildcards() {
+    let app = app().await;
+    let a = insert_token(&app.db, "a", &["a"], 3600).await;
+    let none = insert_token(&app.db, "n", &["zzz"], 3600).await;
+    let orders_star = insert_token(&app.db, "o", &["orders:*"], 3600).await;
+    let orders_write = insert_token(&app.db, "w", &["orders:write"], 3600).await;
+    assert_eq!(raw_get(app.addr, "/any", &bearer(&a)).await.status, 200);
+    let r = raw_get(app.addr, "/any", &bearer(&none)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"scopegate\", error=\"insufficient_scope\", scope=\"a b\"")
+    );
+    assert_eq!(r.json()["error"], "insufficient_scope");
+    // Route requires orders:* -> any orders:... grant satisfies it.
+    assert_eq!(
+        raw_get(app.addr, "/wild", &bearer(&orders_write))
+            .await
+            .status,
+        200
+    );
+    // Granted orders:* satisfies orders:read.
+    assert_eq!(
+        raw_get(app.addr, "/api/orders", &bearer(&orders_star))
+            .await
+            .status,
+        200
+    );
+    let r = raw_get(app.addr, "/api/orders", &bearer(&none)).await;
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"scopegate\", error=\"insufficient_scope\", scope=\"orders:read\"")
+    );
+}
+
+#[tokio::test]
+async fn upstream_refused_is_502_and_slow_is_504() {
+    let app = app().await;
+    let r = raw_get(app.addr, "/down", "").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "bad_gateway");
+    let r = raw_get(app.addr, "/slow", "x-echo-delay-ms: 3000\r\n").await;
+    assert_eq!(r.status, 504);
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431_and_declared_bodies_413() {
+    let app = app().await;
+    let big = format!("X-Big: {}\r\n", "a".repeat(20_000));
+    let r = raw_get(app.addr, "/public", &big).await;
+    assert_eq!(r.status, 431);
+    let r = raw(
+        app.addr,
+        b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    // At the limit it passes.
+    let body = "x".repeat(1000);
+    let r = raw(
+        app.addr,
+        format!("POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{body}")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_length"], 1000);
+    // A chunked body that runs past the limit is cut off, not forwarded whole.
+    let chunk = "x".repeat(800);
+    let r = raw(
+        app.addr,
+        format!(
+            "POST /public HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n320\r\n{chunk}\r\n320\r\n{chunk}\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(
+        r.status == 413 || r.status == 400 || r.status == 502,
+        "{}",
+        r.status
+    );
+    assert_ne!(r.status, 200);
+}
+
+#[tokio::test]
+async fn identity_headers_cannot_be_spoofed() {
+    let app = app().await;
+    let t = insert_token(&app.db, "alice", &["api", "orders:read"], 3600).await;
+    let spoof = "X-Authenticated-User: admin\r\nx-authenticated-scope: admin\r\nX-AUTHENTICATED-ACCOUNT-ID: 1\r\n\
+                 X_Authenticated_User: admin\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-User: admin\r\nForwarded: for=6.6.6.6\r\n\
+                 X-Real-IP: 6.6.6.6\r\n";
+    // Protected route: the gateway's values and nothing else.
+    let r = raw_get(app.addr, "/api/x", &format!("{}{spoof}", bearer(&t))).await;
+    assert_eq!(r.status, 200);
+    let seen = Seen(r.json());
+    assert_eq!(
+        seen.header("x-authenticated-user").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        seen.header("x-authenticated-scope").as_deref(),
+        Some("api orders:read")
+    );
+    let id = seen.header("x-authenticated-account-id").unwrap();
+    assert_ne!(id, "1, 1");
+    assert!(id.parse::<i32>().is_ok());
+    assert!(!seen.has("x_authenticated_user"));
+    assert!(!seen.has("x-forwarded-user"));
+    assert!(!seen.has("x-real-ip"));
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("forwarded").as_deref(),
+        Some("for=127.0.0.1;proto=http;host=\"test\"")
+    );
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("test"));
+    // The bearer token itself is not forwarded by default ...
+    assert!(!seen.has("authorization"));
+    // ... unless the route says so.
+    let r = raw_get(app.addr, "/fwd", &bearer(&t)).await;
+    assert_eq!(
+        Seen(r.json()).header("authorization"),
+        Some(format!("Bearer {t}"))
+    );
+
+    // Public route, no token: no identity headers at all, spoofed ones gone.
+    let r = raw_get(app.addr, "/public", spoof).await;
+    let seen = Seen(r.json());
+    for h in [
+        "x-authenticated-user",
+        "x-authenticated-scope",
+        "x-authenticated-account-id",
+    ] {
+        assert!(!seen.has(h), "{h}");
+    }
+}
+
+#[tokio::test]
+async fn connection_header_cannot_strip_the_gateways_headers() {
+    let app = app().await;
+    let t = insert_token(&app.db, "alice", &["api"], 3600).await;
+    for conn in [
+        "Connection: close, X-Authenticated-Scope, X-Authenticated-User, X-Request-Id, X-Forwarded-For\r\n",
+        "Proxy-Connection: X-Authenticated-Scope\r\n",
+    ] {
+        let req = format!("GET /api/x HTTP/1.1\r\nHost: test\r\n{}{conn}\r\n", bearer(&t));
+        let r = raw(app.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 200);
+        let seen = Seen(r.json());
+        assert_eq!(seen.header("x-authenticated-scope").as_deref(), Some("api"), "{conn}");
+        assert_eq!(seen.header("x-authenticated-user").as_deref(), Some("alice"));
+        assert!(seen.has("x-request-id"));
+        assert!(seen.has("x-forwarded-for"));
+    }
+    // `Connection: Authorization` does not bypass authentication.
+    let r = raw_get(app.addr, "/api/x", "Connection: Authorization\r\n").await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let app = app().await;
+    let r = raw_get(
+        app.addr,
+        "/public",
+        "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n\
+         Upgrade: h2c\r\nX-Custom: kept\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = Seen(r.json());
+    for h in [
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+        "x-drop-me",
+    ] {
+        assert!(!seen.has(h), "{h} was forwarded");
+    }
+    assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+    assert_eq!(
+        seen.header("host").as_deref(),
+        Some(&*app.upstream.addr.to_string())
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_sane_generated_otherwise_and_echoed() {
+    let app = app().await;
+    let r = raw_get(app.addr, "/public", "X-Request-Id: abc-123\r\n").await;
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    assert_eq!(
+        Seen(r.json()).header("x-request-id").as_deref(),
+        Some("abc-123")
+    );
+
+    let long = "a".repeat(129);
+    let r = raw_get(app.addr, "/public", &format!("X-Request-Id: {long}\r\n")).await;
+    let id = r.header("x-request-id").unwrap().to_owned();
+    assert_ne!(id, long);
+    assert_eq!(Seen(r.json()).header("x-request-id"), Some(id));
+
+    let r = raw_get(app.addr, "/public", "").await;
+    let id = r.header("x-request-id").unwrap().to_owned();
+    assert!(!id.is_empty());
+    assert_eq!(Seen(r.json()).header("x-request-id"), Some(id.clone()));
+    let again = raw_get(app.addr, "/public", "").await;
+    assert_ne!(again.header("x-request-id").unwrap(), id);
+    // Rejections carry it too.
+    let r = raw_get(app.addr, "/nowhere", "X-Request-Id: zz\r\n").await;
+    assert_eq!(r.header("x-request-id"), Some("zz"));
+}
+
+#[tokio::test]
+async fn strip_prefix_forwards_the_rest() {
+    let app = app().await;
+    let r = raw_get(app.addr, "/strip/a/b?x=1", "").await;
+    let seen = Seen(r.json());
+    assert_eq!(seen.path(), "/a/b");
+    assert_eq!(seen.0["query"], "x=1");
+    let r = raw_get(app.addr, "/strip", "").await;
+    assert_eq!(Seen(r.json()).path(), "/");
+}
+
+#[tokio::test]
+async fn absolute_form_and_duplicate_host_are_rejected() {
+    let app = app().await;
+    let r = raw(
+        app.addr,
+        b"GET http://internal:8080/public HTTP/1.1\r\nHost: internal:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = raw(
+        app.addr,
+        b"GET /public HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}

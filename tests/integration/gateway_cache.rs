@@ -1,0 +1,256 @@
+//! Token validation through the cache (CONTRACT §7): trust window,
+//! revocation, database outages, single flight, bounded memory.
+//!
+//! Some of these wait for a clock-based window (max_staleness,
+//! outage_grace) to pass; they poll with short pauses bounded by a
+//! deadline. Nothing here waits for a server to become ready.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scopegate::testing::{FaultProxy, TestDb};
+
+use crate::support::{config, echo, insert_token, raw_get, revoke_in_db, spawn_app, TestApp};
+
+const ROUTE: &str = r#"
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+"#;
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// Poll `f` until it returns true or `limit` passes; the time it took.
+async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_rejected_within_max_staleness() {
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 1\n{ROUTE}")).await;
+    let t = insert_token(&app.db, "u", &["api"], 3600).await;
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
+    let revoked_at = Instant::now();
+    revoke_in_db(&app.db, &t).await;
+    let seen = within(Duration::from_secs(5), || async {
+        raw_get(app.addr, "/api", &bearer(&t)).await.status == 401
+    })
+    .await
+    .expect("the revocation was never seen");
+    let _ = seen;
+    assert!(
+        revoked_at.elapsed() < Duration::from_millis(1000 + 500),
+        "seen after {:?}",
+        revoked_at.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn local_invalidation_takes_effect_at_once() {
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{ROUTE}")).await;
+    let t = insert_token(&app.db, "u", &["api"], 3600).await;
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
+    revoke_in_db(&app.db, &t).await;
+    // Trusted from memory for max_staleness ...
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
+    // ... until this replica is told.
+    app.state
+        .tokens
+        .invalidate(&scopegate::tokens::hash(&t))
+        .await;
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 401);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_never_served_from_cache() {
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{ROUTE}")).await;
+    let t = insert_token(&app.db, "u", &["api"], 1).await;
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
+    let gone = within(Duration::from_secs(4), || async {
+        raw_get(app.addr, "/api", &bearer(&t)).await.status == 401
+    })
+    .await;
+    assert!(gone.is_some(), "expired token still accepted");
+}
+
+/// A gateway whose database connections go through a proxy we can cut.
+async fn app_behind_proxy(cache: &str) -> (TestApp, FaultProxy) {
+    let db = TestDb::new().await;
+    let proxy = FaultProxy::to_db(&db).await;
+    let upstream = echo().await;
+    let mut cfg = config(&format!("{cache}\n{ROUTE}"), upstream.addr, &db);
+    cfg.database.url = Some(db.url_via(&proxy));
+    let pool = scopegate::db::pool(cfg.database.url.as_ref().unwrap(), 4).unwrap();
+    let app = scopegate::app::App::build(cfg, pool).unwrap();
+    let addr = app.proxy_addr();
+    let admin = app.admin_addr();
+    let state = app.state().clone();
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(app.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    (
+        TestApp {
+            addr,
+            admin,
+            state,
+            db,
+            upstream,
+            _stop: tx,
+        },
+        proxy,
+    )
+}
+
+#[tokio::test]
+async fn database_outage_grace_then_503_then_recovery() {
+    let (app, proxy) = app_behind_proxy(
+        "[cache]\nmax_staleness_secs = 1\noutage_grace_secs = 3\nnegative_ttl_secs = 1",
+    )
+    .await;
+    let known = insert_token(&app.db, "known", &["api"], 3600).await;
+    let never_seen = insert_token(&app.db, "new", &["api"], 3600).await;
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&known)).await.status, 200);
+    let confirmed_at = Instant::now();
+
+    proxy.cut();
+    // A never-seen token cannot be vouched for: 503 + Retry-After, not 401.
+    let r = raw_get(app.addr, "/api", &bearer(&never_seen)).await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    // Readiness reports the outage.
+    let ready = reqwest::get(format!("http://{}/readyz", app.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+
+    // Past max_staleness but within outage_grace: the known token still passes.
+    let past_staleness = within(Duration::from_secs(3), || async {
+        confirmed_at.elapsed() > Duration::from_millis(1100)
+    })
+    .await;
+    assert!(past_staleness.is_some());
+    assert_eq!(raw_get(app.addr, "/api", &bearer(&known)).await.status, 200);
+
+    // Past outage_grace: every token gets 503.
+    let over = within(Duration::from_secs(6), || async {
+        raw_get(app.addr, "/api", &bearer(&known)).await.status == 503
+    })
+    .await
+    .expect("the known token kept passing past outage_grace");
+    assert!(
+        confirmed_at.elapsed() >= Duration::from_secs(3),
+        "503 came early: {over:?}"
+    );
+    let r = raw_get(app.addr, "/api", &bearer(&known)).await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+
+    // The database comes back: everything recovers without a restart.
+    proxy.restore();
+    let back = within(Duration::from_secs(5), || async {
+        raw_get(app.addr, "/api", &bearer(&known)).await.status == 200
+    })
+    .await;
+    assert!(back.is_some(), "did not recover");
+    assert_eq!(
+        raw_get(app.addr, "/api", &bearer(&never_seen)).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_first_requests_make_one_lookup() {
+    let app = spawn_app(ROUTE).await;
+    let t = insert_token(&app.db, "u", &["api"], 3600).await;
+    let before = app.state.tokens.db_lookups();
+    let barrier = Arc::new(tokio::sync::Barrier::new(1000));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (addr, t, barrier) = (app.addr, t.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            // Connect first, then fire together.
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            barrier.wait().await;
+            send_on(stream, &t).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(app.state.tokens.db_lookups() - before, 1);
+}
+
+async fn send_on(mut s: tokio::net::TcpStream, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET /api HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..buf.len().min(20)]).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn token_spraying_is_bounded_by_max_entries() {
+    let app = spawn_app(&format!(
+        "[cache]\nmax_entries = 1000\nnegative_ttl_secs = 60\n{ROUTE}"
+    ))
+    .await;
+    let good = insert_token(&app.db, "u", &["api"], 3600).await;
+    let tokens = &app.state.tokens;
+    assert!(tokens.validate(&good).await.is_ok());
+    let before = tokens.db_lookups();
+    // 100k distinct, well-formed, unknown tokens, 64 at a time.
+    let total = 100_000;
+    let mut done = 0;
+    while done < total {
+        let batch: Vec<_> = (0..64)
+            .map(|_| scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap())
+            .collect();
+        let results =
+            futures_util::future::join_all(batch.iter().map(|t| tokens.validate(t))).await;
+        for r in results {
+            assert_eq!(r.unwrap_err(), scopegate::error::Rejection::InvalidToken);
+        }
+        done += 64;
+    }
+    tokens.run_pending_tasks().await;
+    assert!(
+        tokens.entry_count() <= 1000,
+        "{} entries",
+        tokens.entry_count()
+    );
+    assert!(tokens.db_lookups() - before >= total as u64);
+    // Ill-formed tokens never reach the database at all.
+    let before = tokens.db_lookups();
+    for i in 0..1000 {
+        let _ = tokens.validate(&format!("sga_short{i}")).await;
+    }
+    assert_eq!(tokens.db_lookups(), before);
+    // An unknown token is looked up once, then remembered as invalid.
+    let unknown = scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap();
+    let before = tokens.db_lookups();
+    for _ in 0..10 {
+        assert!(tokens.validate(&unknown).await.is_err());
+    }
+    assert_eq!(tokens.db_lookups() - before, 1);
+}

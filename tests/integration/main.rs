@@ -1,0 +1,11 @@
+//! Black-box tests against the real server, a real Postgres (one throwaway
+//! cluster per run, a database per test) and a real upstream. One test
+//! binary, so the cluster is started once.
+
+mod support;
+
+mod cli;
+mod foundation;
+mod gateway;
+mod gateway_cache;
+mod gateway_stream;

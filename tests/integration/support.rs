@@ -1,0 +1,216 @@
+//! Spawning the real thing for a test: a database of its own, an echo
+//! upstream on port 0, the gateway on port 0.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use scopegate::app::{App, State};
+use scopegate::config::{Config, EnvOverrides};
+use scopegate::testing::TestDb;
+use tokio::sync::watch;
+
+/// A running echo upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    _stop: watch::Sender<bool>,
+}
+
+pub async fn echo() -> Upstream {
+    let listener = scopegate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(scopegate::server::serve(
+        listener,
+        Arc::new(scopegate::echo::Echo),
+        Default::default(),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    Upstream { addr, _stop: tx }
+}
+
+/// A running gateway with its database and upstream.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: Arc<State>,
+    pub db: TestDb,
+    pub upstream: Upstream,
+    pub _stop: watch::Sender<bool>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Parse a config whose `UPSTREAM` placeholders become the echo's address;
+/// listeners are forced to port 0 and the database to `db`.
+pub fn config(toml: &str, upstream: SocketAddr, db: &TestDb) -> Config {
+    let text = toml.replace("UPSTREAM", &format!("http://{upstream}"));
+    let mut c = Config::parse(&text, "test.toml", &EnvOverrides::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    c.database.url = Some(db.url.clone());
+    c
+}
+
+/// Start the gateway on a fresh database with the given config text.
+pub async fn spawn_app(toml: &str) -> TestApp {
+    let db = TestDb::new().await;
+    spawn_app_on(toml, db).await
+}
+
+pub async fn spawn_app_on(toml: &str, db: TestDb) -> TestApp {
+    let upstream = echo().await;
+    let config = config(toml, upstream.addr, &db);
+    let url = config.database.url.clone().unwrap();
+    let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
+    let app = App::build(config, pool).unwrap();
+    let addr = app.proxy_addr();
+    let admin = app.admin_addr();
+    let state = app.state().clone();
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(app.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    TestApp {
+        addr,
+        admin,
+        state,
+        db,
+        upstream,
+        _stop: tx,
+    }
+}
+
+/// See [`scopegate::testing::insert_token`].
+pub async fn insert_token(db: &TestDb, username: &str, scopes: &[&str], ttl_secs: i64) -> String {
+    scopegate::testing::insert_token(&db.pool(), username, scopes, ttl_secs).await
+}
+
+/// Mark a token revoked in the database (as /oauth/revoke would, but
+/// without telling this replica's cache).
+pub async fn revoke_in_db(db: &TestDb, token: &str) {
+    let hash = scopegate::tokens::hash_hex(&scopegate::tokens::hash(token));
+    let conn = db.pool().get().await.unwrap();
+    let n = conn
+        .execute(
+            "UPDATE access_tokens SET active = false WHERE token = $1",
+            &[&hash],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// A plain HTTP/1.1 client.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Send `request` (a complete HTTP/1.1 request, bytes as given: no URL
+/// normalization by a client library) and read one response.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    let end = find(&buf, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `GET path` with optional extra header lines, over a raw socket.
+pub async fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> RawResponse {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}\r\n");
+    raw(addr, req.as_bytes()).await
+}
+
+/// The request the echo upstream saw, from its JSON answer.
+pub struct Seen(pub serde_json::Value);
+
+impl Seen {
+    pub fn path(&self) -> &str {
+        self.0["path"].as_str().unwrap()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.0["headers"][name].as_array().map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.0["headers"].get(name).is_some()
+    }
+}
