@@ -24,7 +24,20 @@ use scopegate::testing::{insert_token, TestDb};
 struct Killed(Child);
 
 impl Drop for Killed {
+    /// SIGTERM first (nginx's master must stop its workers itself; a
+    /// SIGKILL would orphan them), SIGKILL only if it lingers.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -43,6 +43,21 @@ pub enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Manage accounts (passwords from stdin or a prompt, never arguments)
+    Account {
+        #[command(subcommand)]
+        command: crate::accounts::cli::AccountCommand,
+    },
+    /// Manage scopes
+    Scope {
+        #[command(subcommand)]
+        command: crate::accounts::cli::ScopeCommand,
+    },
+    /// Manage roles
+    Role {
+        #[command(subcommand)]
+        command: crate::accounts::cli::RoleCommand,
+    },
     /// Run a small upstream that answers with the request it saw, as JSON
     Echo {
         /// Address to listen on
@@ -92,7 +107,7 @@ pub type CliResult = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let _log_guard = init_tracing();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -102,15 +117,23 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr through a background writer thread: a slow or full
+/// log sink drops lines instead of blocking request handling (attack case
+/// F15). The guard flushes what is queued when `main` returns.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SCOPEGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .try_init();
+    guard
 }
 
 /// The configuration path for a command.
@@ -199,6 +222,9 @@ fn run(cli: Cli) -> CliResult {
             .await;
             Ok(())
         }),
+        Command::Account { command } => crate::accounts::cli::account(&cli.config, command),
+        Command::Scope { command } => crate::accounts::cli::scope(&cli.config, command),
+        Command::Role { command } => crate::accounts::cli::role(&cli.config, command),
         Command::Serve => {
             let config = load_config(&cli.config, false)?;
             runtime()?.block_on(crate::dev::serve(config))

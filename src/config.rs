@@ -667,9 +667,16 @@ fn normalize_route_path(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} must start with '/'"));
     }
-    if p.contains(['?', '#', '%', '\\']) || p.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+    // Only unreserved characters: a reserved one (`:`, `@`, `;`, ...) could
+    // also arrive percent-encoded, stay encoded after normalization, miss
+    // this prefix and fall through to a less protected route while the
+    // upstream decodes it and serves the protected path.
+    if !p
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'))
+    {
         return Err(format!(
-            "{p:?} must be a plain path (no query, fragment, percent-encoding, backslash, spaces or non-ASCII)"
+            "{p:?} may only contain letters, digits, '/', '-', '.', '_' and '~'"
         ));
     }
     let trimmed = if p.len() > 1 {

@@ -26,6 +26,7 @@ pub const DEV_ECHO: &str = "127.0.0.1:9000";
 pub async fn serve(config: Config) -> CliResult {
     let pool = connect_configured(&config).await?;
     let app = App::build(config, pool).map_err(|e| Failure::runtime(e.to_string()))?;
+    bootstrap(&app).await?;
     tracing::info!(proxy = %app.proxy_addr(), admin = %app.admin_addr(), "scopegate listening");
     app.run(shutdown_signal()).await;
     tracing::info!("stopped");
@@ -130,6 +131,7 @@ async fn run_dev(config: Config) -> CliResult {
         ))
     })?;
     let app = App::build(config, pool).map_err(|e| Failure::runtime(e.to_string()))?;
+    bootstrap(&app).await?;
     let proxy = app.proxy_addr();
     let admin = app.admin_addr();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -148,8 +150,7 @@ async fn run_dev(config: Config) -> CliResult {
     eprintln!("  admin          http://{admin}  (/healthz, /readyz)");
     eprintln!("  demo upstream  http://{echo_addr}");
     eprintln!();
-    eprintln!("Try:");
-    eprintln!("  curl -i http://{proxy}/public/hello");
+    eprint!("{}", walkthrough(proxy));
     eprintln!("Press Ctrl-C to stop.");
     let mut app_stop = stop_rx;
     let run = tokio::spawn(app.run(async move {
@@ -164,4 +165,29 @@ async fn run_dev(config: Config) -> CliResult {
     })
     .await;
     Ok(())
+}
+
+/// The copy-paste tour of `config/dev.toml`'s routes.
+fn walkthrough(proxy: SocketAddr) -> String {
+    let g = format!("http://{proxy}");
+    format!(
+        "Walk-through (copy and paste):\n\
+         \x20 curl -i {g}/public/hello                 # 200: public route, no token needed\n\
+         \x20 curl -i {g}/admin-area/hello             # 401: this route needs a token\n\
+         \x20 export ADMIN_PASSWORD='...'              # the admin password printed when it was created\n\
+         \x20 TOKEN=$(curl -s {g}/oauth/token -d grant_type=password -d username=admin \\\n\
+         \x20     --data-urlencode \"password=$ADMIN_PASSWORD\" | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" {g}/admin-area/hello   # 200: admin holds scopegate:admin\n\
+         \x20 curl -i -H \"Authorization: Bearer $TOKEN\" {g}/reports            # 403: nobody holds reports:read\n\
+         \x20 curl -i -H \"Authorization: Bearer sga_bogus\" {g}/admin-area/x    # 401: invalid_token\n"
+    )
+}
+
+/// Create the bootstrap administrator if there is none (password printed
+/// once on stdout, never logged).
+async fn bootstrap(app: &App) -> CliResult {
+    let state = app.state();
+    crate::accounts::bootstrap::bootstrap_and_print(&state.db, &state.oauth.hasher)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot create the bootstrap administrator: {e}")))
 }

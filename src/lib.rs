@@ -28,6 +28,7 @@
 //! [`app`] wires the pieces together; [`cli`] is the command line; `main.rs`
 //! only calls [`cli::main`].
 
+pub mod accounts;
 pub mod app;
 pub mod body;
 pub mod cli;
@@ -37,6 +38,7 @@ pub mod dev;
 pub mod echo;
 pub mod error;
 pub mod gateway;
+pub mod oauth;
 pub mod scope;
 pub mod server;
 pub mod testing;

@@ -139,17 +139,39 @@ pub async fn serve<H: Handler>(
     }
 }
 
-/// Bind a TCP listener with `SO_REUSEADDR` (restarts do not wait for
-/// TIME_WAIT) and a deep backlog.
+/// Bind a TCP listener (inside a tokio runtime) with `SO_REUSEADDR`
+/// (restarts do not wait for TIME_WAIT) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
+}
+
+/// A non-blocking std listener, ready for `TcpListener::from_std` on any
+/// runtime; `reuse_port` lets several sockets share the address.
+pub fn bind_std(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// `n` listeners on one address with `SO_REUSEPORT` (the kernel spreads
+/// connections among them). With port 0 the first picks the port and the
+/// others join it.
+pub fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_std(addr, true)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n.max(1) {
+        all.push(bind_std(actual, true)?);
+    }
+    Ok(all)
 }

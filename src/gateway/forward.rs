@@ -66,6 +66,8 @@ pub struct Forward<'a> {
     pub path: &'a str,
     pub request_id: HeaderValue,
     pub max_body_bytes: u64,
+    /// `[server] request_timeout_secs`: caps the route's own timeout.
+    pub request_timeout: Duration,
 }
 
 /// A request id we accept from a client: 1-128 visible ASCII characters.
@@ -271,7 +273,9 @@ pub async fn forward(
     let body: Body = Limited::new(body, limit).boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
-    let sent = tokio::time::timeout(f.route.config.timeout, client.request(upstream_req)).await;
+    // One timer per request: the route's deadline, capped by the server's.
+    let deadline = f.route.config.timeout.min(f.request_timeout);
+    let sent = tokio::time::timeout(deadline, client.request(upstream_req)).await;
     let mut res = match sent {
         Err(_) => return Err(Rejection::GatewayTimeout),
         Ok(Err(e)) => {

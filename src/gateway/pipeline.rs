@@ -13,7 +13,9 @@ use hyper::body::Incoming;
 
 use super::authenticate::{credentials, Credentials};
 use super::authorize::{authorize, Decision};
-use super::forward::{self, new_request_id, sane_request_id, Forward, X_REQUEST_ID};
+use super::forward::{
+    self, new_request_id, sane_request_id, Forward, UpstreamClient, X_REQUEST_ID,
+};
 use super::normalize::normalize_path;
 use super::route::{forwarded_path, Route, RouteMatch, RouteTable};
 use crate::app::State;
@@ -36,6 +38,7 @@ struct Outcome {
 /// Handle one proxied request.
 pub async fn handle(
     state: &Arc<State>,
+    upstream: &UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
@@ -49,7 +52,17 @@ pub async fn handle(
         .unwrap_or_else(new_request_id);
     let routes = state.routes.load();
     let mut outcome = Outcome::default();
-    let mut response = match pipeline(state, &routes, req, peer, &request_id, &mut outcome).await {
+    let mut response = match pipeline(
+        state,
+        upstream,
+        &routes,
+        req,
+        peer,
+        &request_id,
+        &mut outcome,
+    )
+    .await
+    {
         Ok(r) => r,
         Err(rejection) => rejection.into_response(),
     };
@@ -58,7 +71,7 @@ pub async fn handle(
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     let route = outcome
         .route
-        .and_then(|i| routes.routes().get(i))
+        .and_then(|i| routes.by_index(i))
         .map_or("-", |r| r.config.name.as_str());
     tracing::info!(
         target: "scopegate::access",
@@ -75,6 +88,7 @@ pub async fn handle(
 
 async fn pipeline(
     state: &State,
+    upstream: &UpstreamClient,
     routes: &RouteTable,
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -137,7 +151,7 @@ async fn pipeline(
     // forward
     let upstream_path = forwarded_path(route, &path).into_owned();
     forward::forward(
-        &state.upstream,
+        upstream,
         req,
         Forward {
             route,
@@ -146,6 +160,7 @@ async fn pipeline(
             path: &upstream_path,
             request_id: request_id.clone(),
             max_body_bytes: max_body,
+            request_timeout: state.config.server.request_timeout,
         },
     )
     .await

@@ -7,6 +7,7 @@
 //! (hex in the database, raw bytes as the cache key) is ever stored.
 
 pub mod cache;
+pub mod issue;
 pub mod store;
 
 use base64::Engine;

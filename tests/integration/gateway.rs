@@ -546,3 +546,40 @@ async fn absolute_form_and_duplicate_host_are_rejected() {
     .await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_at_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(&format!("[server]\nheader_read_timeout_secs = 1\n{ROUTES}")).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Slowloris: a header section that never ends.
+    s.write_all(b"GET /public HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let took = start.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "closed too late: {took:?}"
+    );
+    // Whatever was sent back, it was not a proxied 200.
+    assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn the_server_request_timeout_caps_route_timeouts() {
+    let app = spawn_app(&format!("[server]\nrequest_timeout_secs = 1\n{ROUTES}")).await;
+    // /public has the default 30 s route timeout; the server caps it at 1 s.
+    let start = std::time::Instant::now();
+    let r = raw_get(app.addr, "/public", "x-echo-delay-ms: 5000\r\n").await;
+    assert_eq!(r.status, 504);
+    assert!(start.elapsed() < std::time::Duration::from_secs(4));
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use scopegate::testing::{FaultProxy, TestDb};
 
-use crate::support::{config, echo, insert_token, raw_get, revoke_in_db, spawn_app, TestApp};
+use crate::support::{insert_token, raw_get, revoke_in_db, spawn_app, spawn_app_via, TestApp};
 
 const ROUTE: &str = r#"
 [[routes]]
@@ -92,27 +92,9 @@ async fn an_expired_token_is_never_served_from_cache() {
 async fn app_behind_proxy(cache: &str) -> (TestApp, FaultProxy) {
     let db = TestDb::new().await;
     let proxy = FaultProxy::to_db(&db).await;
-    let upstream = echo().await;
-    let mut cfg = config(&format!("{cache}\n{ROUTE}"), upstream.addr, &db);
-    cfg.database.url = Some(db.url_via(&proxy));
-    let pool = scopegate::db::pool(cfg.database.url.as_ref().unwrap(), 4).unwrap();
-    let app = scopegate::app::App::build(cfg, pool).unwrap();
-    let addr = app.proxy_addr();
-    let admin = app.admin_addr();
-    let state = app.state().clone();
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(app.run(async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let url = db.url_via(&proxy);
     (
-        TestApp {
-            addr,
-            admin,
-            state,
-            db,
-            upstream,
-            _stop: tx,
-        },
+        spawn_app_via(&format!("{cache}\n{ROUTE}"), db, url).await,
         proxy,
     )
 }

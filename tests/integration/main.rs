@@ -4,8 +4,13 @@
 
 mod support;
 
+mod accounts;
 mod cli;
 mod foundation;
 mod gateway;
 mod gateway_cache;
 mod gateway_stream;
+mod oauth;
+mod oauth_endpoints;
+mod oauth_measure;
+mod oauth_refresh;

@@ -214,3 +214,28 @@ impl Seen {
         self.0["headers"].get(name).is_some()
     }
 }
+
+/// Start the gateway on `db`, reaching its database through `url` instead
+/// (e.g. `db.url_via(&fault_proxy)`, to cut the database mid-test).
+pub async fn spawn_app_via(toml: &str, db: TestDb, url: scopegate::config::Secret) -> TestApp {
+    let upstream = echo().await;
+    let mut config = config(toml, upstream.addr, &db);
+    config.database.url = Some(url.clone());
+    let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
+    let app = App::build(config, pool).unwrap();
+    let addr = app.proxy_addr();
+    let admin = app.admin_addr();
+    let state = app.state().clone();
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(app.run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    TestApp {
+        addr,
+        admin,
+        state,
+        db,
+        upstream,
+        _stop: tx,
+    }
+}

@@ -1,0 +1,131 @@
+//! The caller's own account: `GET /oauth/userinfo` and
+//! `POST /oauth/password`. Both take a Bearer access token, validated
+//! exactly like a proxied request (no token 401, bad token 401
+//! `invalid_token`, database down 503).
+//!
+//! - **userinfo** answers the account as the admin API shows it (`id,
+//!   username, first_name, last_name, is_active, scopes` — the account's
+//!   own scope values — `roles` — role names) plus `scope`, the token's
+//!   scopes, space-separated.
+//! - **password** takes `current_password` and `new_password`. The new one
+//!   is checked first (1 to 1024 bytes, else `invalid_request`); a wrong
+//!   current password is `invalid_grant` and counts against the login
+//!   throttle (per username and address, checked before hashing) — a stolen
+//!   access token must not become a password-guessing oracle. On success:
+//!   the new hash is stored, every access and refresh token of the account
+//!   is revoked (including the one used; this replica's cache forgets them at
+//!   once), and the answer is `204`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{
+    authenticate, body_deadline, db_rejection, hash_rejection, json, require_method, status,
+};
+use crate::accounts::store::{self, StoreError};
+use crate::accounts::{check_new_password, Password, MAX_PASSWORD_BYTES};
+use crate::app::State;
+use crate::body::Body;
+use crate::db::DbError;
+use crate::error::Rejection;
+
+const WRONG_CURRENT: &str = "the current password is incorrect";
+
+pub async fn userinfo(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::GET, Method::HEAD], "GET, HEAD")?;
+    let caller = authenticate(state, &req).await?;
+    let account = store::get_account(&state.db, caller.account_id)
+        .await
+        .map_err(|e| store_rejection(&e))?
+        .ok_or(Rejection::InvalidToken)?;
+    let mut body = serde_json::to_value(&account).map_err(|_| Rejection::Internal)?;
+    body["scope"] = serde_json::Value::from(&*caller.scope);
+    Ok(json(&body))
+}
+
+pub async fn change_password(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::POST], "POST")?;
+    let caller = authenticate(state, &req).await?;
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let current = form.require("current_password")?;
+    let new = Password::new(form.require("new_password")?);
+    check_new_password(&new).map_err(|e| {
+        Rejection::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("new_password: {e}"),
+        )
+    })?;
+
+    let oauth = &state.oauth;
+    let attempt = oauth
+        .begin_attempt(Some(&caller.username), peer.ip())
+        .await?;
+    if current.len() > MAX_PASSWORD_BYTES {
+        return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
+    }
+    let stored = async {
+        let conn = state.db.get().await.map_err(DbError::from)?;
+        store::password_of(&conn, caller.account_id).await
+    }
+    .await;
+    let (phc, active) = match stored {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            oauth.throttle.abandoned(attempt);
+            return Err(Rejection::InvalidToken);
+        }
+        Err(e) => {
+            oauth.throttle.abandoned(attempt);
+            return Err(db_rejection(&e));
+        }
+    };
+    match oauth.hasher.verify(Password::new(current), &phc).await {
+        Err(e) => {
+            oauth.throttle.abandoned(attempt);
+            return Err(hash_rejection(&e));
+        }
+        Ok(true) if active => oauth.throttle.succeeded(attempt),
+        Ok(_) => return Err(oauth.wrong_password(attempt, WRONG_CURRENT)),
+    }
+
+    let revoked = store::set_password(&state.db, &oauth.hasher, caller.account_id, new)
+        .await
+        .map_err(|e| store_rejection(&e))?;
+    for h in &revoked {
+        state.tokens.invalidate(h).await;
+    }
+    tracing::info!(
+        account_id = caller.account_id,
+        revoked = revoked.len(),
+        "password changed; tokens revoked"
+    );
+    Ok(status(StatusCode::NO_CONTENT))
+}
+
+fn store_rejection(e: &StoreError) -> Rejection {
+    match e {
+        StoreError::Db(e) => db_rejection(e),
+        StoreError::Hash(e) => hash_rejection(e),
+        StoreError::UnknownAccount(_) => Rejection::InvalidToken,
+        StoreError::Invalid(e) => {
+            Rejection::oauth(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "account update failed");
+            Rejection::Internal
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! `POST /oauth/introspect` (RFC 7662).
+//!
+//! The caller authenticates with a Bearer access token holding
+//! `scopegate:introspect` or `scopegate:admin` (or a wildcard covering one,
+//! e.g. `scopegate:*`). No credentials or a bad token: 401 with the RFC 6750
+//! challenge; a valid token without either scope: 403 `insufficient_scope`.
+//! The caller is checked before the body is read.
+//!
+//! The answer is `{"active": false}` for anything that is not a valid token
+//! right now (unknown, garbage, expired, revoked, rotated, inactive
+//! account), and otherwise `active, scope, username, sub` (the account id as
+//! a string), `exp, iat, token_type` (`Bearer` for access tokens,
+//! `refresh_token` for refresh tokens). Answers come from the database, not
+//! the cache: introspection is authoritative.
+
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{authenticate, body_deadline, issue_rejection, json, plausible, require_method};
+use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
+use crate::app::State;
+use crate::body::Body;
+use crate::db::unix_now;
+use crate::error::Rejection;
+use crate::scope;
+use crate::tokens::issue::{self, IssueError};
+use crate::tokens::{hash, store, Kind};
+
+pub async fn handle(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::POST], "POST")?;
+    let caller = authenticate(state, &req).await?;
+    // Wildcards count as anywhere else (`scopegate:*` covers both).
+    let allowed = |granted: &str| {
+        scope::satisfies(granted, INTROSPECT_SCOPE) || scope::satisfies(granted, ADMIN_SCOPE)
+    };
+    if !caller.scopes().any(allowed) {
+        return Err(Rejection::InsufficientScope {
+            scope: Some(HeaderValue::from_static(
+                "scopegate:introspect scopegate:admin",
+            )),
+        });
+    }
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let token = form.require("token")?;
+    let now = unix_now();
+    let active = match Kind::of(token) {
+        Some(Kind::Access) if plausible(token, Kind::Access) => {
+            store::find_access(&state.db, &hash(token))
+                .await
+                .map_err(|e| issue_rejection(&IssueError::Db(e)))?
+                .filter(|r| r.is_valid(now))
+                .map(|r| Active {
+                    scopes: r.scopes,
+                    username: r.username,
+                    account_id: r.account_id,
+                    expires: r.expires,
+                    created: r.created,
+                    token_type: "Bearer",
+                })
+        }
+        Some(Kind::Refresh) if plausible(token, Kind::Refresh) => {
+            issue::find_refresh(&state.db, &hash(token))
+                .await
+                .map_err(|e| issue_rejection(&e))?
+                .filter(|r| r.active)
+                .map(|r| Active {
+                    scopes: r.scopes,
+                    username: r.username,
+                    account_id: r.account_id,
+                    expires: r.expires,
+                    created: r.created,
+                    token_type: "refresh_token",
+                })
+        }
+        _ => None,
+    };
+    Ok(json(&match active {
+        Some(a) => serde_json::json!({
+            "active": true,
+            "scope": a.scopes.join(" "),
+            "username": a.username,
+            "sub": a.account_id.to_string(),
+            "exp": a.expires,
+            "iat": a.created,
+            "token_type": a.token_type,
+        }),
+        None => serde_json::json!({ "active": false }),
+    }))
+}
+
+/// What an active token's introspection says.
+struct Active {
+    scopes: Vec<String>,
+    username: String,
+    account_id: i32,
+    expires: i64,
+    created: i64,
+    token_type: &'static str,
+}

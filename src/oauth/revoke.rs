@@ -1,0 +1,57 @@
+//! `POST /oauth/revoke` (RFC 7009).
+//!
+//! - `token` is required (`invalid_request` otherwise); the answer is `200`
+//!   whether or not the token existed, was already revoked, or is garbage.
+//! - The token's kind is read from its prefix (`sga_` / `sgr_`), which is
+//!   authoritative; `token_type_hint` is therefore only a hint we never need
+//!   and a wrong or unknown hint changes nothing (RFC 7009 §2.1 allows
+//!   ignoring it). A token without either prefix cannot exist: 200 without
+//!   a database query.
+//! - Revoking an **access token** revokes that token only.
+//! - Revoking a **refresh token** revokes its whole family: every refresh
+//!   token descended from the same login and every access token issued with
+//!   any of them (RFC 7009 §2.1 "MAY"; it is what "log out" means, and the
+//!   family's older refresh tokens are already dead anyway).
+//! - Revoked access tokens are dropped from this replica's cache at once.
+//! - The database unreachable: 503 + `Retry-After` (RFC 7009 §2.2.1).
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{body_deadline, issue_rejection, plausible, require_method, status};
+use crate::app::State;
+use crate::body::Body;
+use crate::error::Rejection;
+use crate::tokens::{hash, issue, Kind};
+
+pub async fn handle(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::POST], "POST")?;
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let token = form.require("token")?;
+    let key = hash(token);
+    match Kind::of(token) {
+        Some(Kind::Access) if plausible(token, Kind::Access) => {
+            issue::revoke_access(&state.db, &key)
+                .await
+                .map_err(|e| issue_rejection(&e))?;
+            state.tokens.invalidate(&key).await;
+        }
+        Some(Kind::Refresh) if plausible(token, Kind::Refresh) => {
+            let revoked = issue::revoke_refresh(&state.db, &key)
+                .await
+                .map_err(|e| issue_rejection(&e))?;
+            for h in &revoked {
+                state.tokens.invalidate(h).await;
+            }
+        }
+        _ => {}
+    }
+    Ok(status(StatusCode::OK))
+}

@@ -1,0 +1,187 @@
+//! `POST /oauth/token`: the password grant and the refresh_token grant
+//! (RFC 6749 §4.3, §6; CONTRACT §4).
+//!
+//! Password grant, in order:
+//! 1. parameters (`invalid_request` when missing or repeated; a malformed
+//!    `scope` is `invalid_scope`);
+//! 2. the throttle, per normalized username and per client address (429
+//!    before any database or hashing work);
+//! 3. a password over 1024 bytes, or a string that cannot be a username, is
+//!    a failed login at once (`invalid_grant`, no hashing: such accounts
+//!    cannot exist);
+//! 4. one query for the account, its hash and effective scopes; argon2
+//!    verification on the hashing pool, against a dummy hash when the
+//!    username is unknown, and for inactive accounts too, so every
+//!    `invalid_grant` costs the same;
+//! 5. the requested scope must be a subset of the effective scopes
+//!    (`invalid_scope`, checked only after the password, so it reveals
+//!    nothing to a guesser); absent means all of them;
+//! 6. one statement issues the pair.
+//!
+//! Refresh grant: the token must carry the refresh prefix (an access token
+//! is `invalid_grant` without a query); then [`issue::refresh`] rotates it
+//! in one transaction (see there for reuse detection and the grace window).
+//! When a replay revokes a family, the revoked access tokens are dropped
+//! from this replica's cache before we answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{
+    body_deadline, db_rejection, hash_rejection, invalid_grant, invalid_scope, issue_rejection,
+    json, plausible, require_method, OAuthStats,
+};
+use crate::accounts::store::find_login;
+use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
+use crate::app::State;
+use crate::body::Body;
+use crate::db::DbError;
+use crate::error::Rejection;
+use crate::tokens::issue::{self, IssuedPair, RefreshOutcome};
+use crate::tokens::Kind;
+
+const BAD_CREDENTIALS: &str = "the username or password is incorrect";
+const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
+
+pub async fn handle(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::POST], "POST")?;
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    match form.require("grant_type")? {
+        "password" => password_grant(state, &form, peer).await,
+        "refresh_token" => refresh_grant(state, &form).await,
+        _ => Err(Rejection::oauth(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "supported grant types: password, refresh_token",
+        )),
+    }
+}
+
+/// The `scope` parameter: `None` when absent (or empty), else the list.
+fn requested_scope(form: &Form) -> Result<Option<Vec<String>>, Rejection> {
+    match form.get("scope") {
+        None => Ok(None),
+        Some(s) => match crate::scope::parse_list(s) {
+            Some(list) if list.is_empty() => Ok(None),
+            Some(list) => Ok(Some(list)),
+            None => Err(invalid_scope()),
+        },
+    }
+}
+
+fn token_response(pair: &IssuedPair) -> Response<Body> {
+    json(&serde_json::json!({
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+        "scope": pair.scope,
+    }))
+}
+
+async fn password_grant(
+    state: &Arc<State>,
+    form: &Form,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Rejection> {
+    let oauth = &state.oauth;
+    let raw_username = form.require("username")?;
+    let raw_password = form.require("password")?;
+    let requested = requested_scope(form)?;
+    let username = normalize_username(raw_username).ok();
+
+    let attempt = oauth.begin_attempt(username.as_deref(), peer.ip()).await?;
+    let Some(username) = username.filter(|_| raw_password.len() <= MAX_PASSWORD_BYTES) else {
+        return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS));
+    };
+
+    let record = async {
+        let conn = state.db.get().await.map_err(DbError::from)?;
+        find_login(&conn, &username).await
+    }
+    .await;
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            oauth.throttle.abandoned(attempt);
+            return Err(db_rejection(&e));
+        }
+    };
+    let password = Password::new(raw_password);
+    let verified = match &record {
+        Some(r) => oauth.hasher.verify(password, &r.password_hash).await,
+        None => oauth.hasher.verify_dummy(password).await,
+    };
+    let record = match (verified, record) {
+        (Err(e), _) => {
+            oauth.throttle.abandoned(attempt);
+            return Err(hash_rejection(&e));
+        }
+        (Ok(true), Some(r)) if r.is_active => r,
+        _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
+    };
+    oauth.throttle.succeeded(attempt);
+
+    let scopes =
+        issue::select_scopes(record.scopes, requested.as_deref()).ok_or_else(invalid_scope)?;
+    let issued = async {
+        let conn = state.db.get().await.map_err(DbError::from)?;
+        issue::issue(
+            &conn,
+            record.account_id,
+            &scopes,
+            &state.config.tokens,
+            None,
+        )
+        .await
+    }
+    .await;
+    match issued {
+        Ok((pair, _)) => {
+            OAuthStats::bump(&oauth.stats.logins);
+            Ok(token_response(&pair))
+        }
+        Err(e) => Err(issue_rejection(&e)),
+    }
+}
+
+async fn refresh_grant(state: &Arc<State>, form: &Form) -> Result<Response<Body>, Rejection> {
+    let token = form.require("refresh_token")?;
+    let requested = requested_scope(form)?;
+    if !plausible(token, Kind::Refresh) {
+        // An access token, or anything else that cannot be a refresh token.
+        return Err(invalid_grant(BAD_REFRESH));
+    }
+    let outcome = issue::refresh(&state.db, token, requested.as_deref(), &state.config.tokens)
+        .await
+        .map_err(|e| issue_rejection(&e))?;
+    match outcome {
+        RefreshOutcome::Issued(pair) => {
+            OAuthStats::bump(&state.oauth.stats.refreshes);
+            Ok(token_response(&pair))
+        }
+        RefreshOutcome::Replayed(pair) => Ok(token_response(&pair)),
+        RefreshOutcome::Invalid => Err(invalid_grant(BAD_REFRESH)),
+        RefreshOutcome::InvalidScope => Err(invalid_scope()),
+        RefreshOutcome::Reused { revoked } => {
+            OAuthStats::bump(&state.oauth.stats.refresh_reuse);
+            tracing::warn!(
+                revoked_access_tokens = revoked.len(),
+                "a rotated refresh token was presented again; its family is revoked"
+            );
+            for h in &revoked {
+                state.tokens.invalidate(h).await;
+            }
+            Err(invalid_grant(BAD_REFRESH))
+        }
+    }
+}
