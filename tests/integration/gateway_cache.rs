@@ -53,8 +53,9 @@ async fn a_revoked_token_is_rejected_within_max_staleness() {
     .await
     .expect("the revocation was never seen");
     let _ = seen;
+    // max_staleness (1 s) plus slack for a loaded 2-core CI machine.
     assert!(
-        revoked_at.elapsed() < Duration::from_millis(1000 + 500),
+        revoked_at.elapsed() < Duration::from_millis(1000 + 1000),
         "seen after {:?}",
         revoked_at.elapsed()
     );
@@ -107,6 +108,8 @@ async fn database_outage_grace_then_503_then_recovery() {
     .await;
     let known = insert_token(&app.db, "known", &["api"], 3600).await;
     let never_seen = insert_token(&app.db, "new", &["api"], 3600).await;
+    // The gateway confirms the token between these two instants.
+    let sent_at = Instant::now();
     assert_eq!(raw_get(app.addr, "/api", &bearer(&known)).await.status, 200);
     let confirmed_at = Instant::now();
 
@@ -136,7 +139,7 @@ async fn database_outage_grace_then_503_then_recovery() {
     .await
     .expect("the known token kept passing past outage_grace");
     assert!(
-        confirmed_at.elapsed() >= Duration::from_secs(3),
+        sent_at.elapsed() >= Duration::from_secs(3),
         "503 came early: {over:?}"
     );
     let r = raw_get(app.addr, "/api", &bearer(&known)).await;
