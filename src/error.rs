@@ -41,6 +41,10 @@ pub enum Rejection {
     Unavailable {
         retry_after_secs: u32,
     },
+    /// Every password-hashing thread is busy and the queue is full.
+    Overloaded {
+        retry_after_secs: u32,
+    },
     /// Login throttling.
     TooManyRequests {
         retry_after_secs: u32,
@@ -86,7 +90,7 @@ impl Rejection {
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } | Forbidden(_) => StatusCode::FORBIDDEN,
-            Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -118,6 +122,10 @@ impl Rejection {
             Unavailable { .. } => (
                 "temporarily_unavailable",
                 "the token store is unreachable; retry later",
+            ),
+            Overloaded { .. } => (
+                "temporarily_unavailable",
+                "too many logins are being processed; retry later",
             ),
             TooManyRequests { .. } => {
                 ("too_many_requests", "too many failed attempts; retry later")
@@ -183,6 +191,7 @@ impl Rejection {
                 h.insert(header::ALLOW, allow.clone());
             }
             Rejection::Unavailable { retry_after_secs }
+            | Rejection::Overloaded { retry_after_secs }
             | Rejection::TooManyRequests { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }

@@ -20,7 +20,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{authenticate, body_deadline, issue_rejection, json, plausible, require_method};
+use super::{authenticate, body_deadline, issue_rejection, json, require_method};
 use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
 use crate::app::State;
 use crate::body::Body;
@@ -52,7 +52,7 @@ pub async fn handle(
     let token = form.require("token")?;
     let now = unix_now();
     let active = match Kind::of(token) {
-        Some(Kind::Access) if plausible(token, Kind::Access) => {
+        Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
             store::find_access(&state.db, &hash(token))
                 .await
                 .map_err(|e| issue_rejection(&IssueError::Db(e)))?
@@ -66,7 +66,7 @@ pub async fn handle(
                     token_type: "Bearer",
                 })
         }
-        Some(Kind::Refresh) if plausible(token, Kind::Refresh) => {
+        Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
             issue::find_refresh(&state.db, &hash(token))
                 .await
                 .map_err(|e| issue_rejection(&e))?

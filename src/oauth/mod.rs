@@ -255,7 +255,7 @@ fn issue_rejection(e: &IssueError) -> Rejection {
 /// The hashing pool is saturated: 503 with a short `Retry-After`.
 fn hash_rejection(e: &HashError) -> Rejection {
     match e {
-        HashError::Busy => Rejection::Unavailable {
+        HashError::Busy => Rejection::Overloaded {
             retry_after_secs: 1,
         },
         other => {
@@ -282,17 +282,6 @@ fn invalid_scope() -> Rejection {
     )
 }
 
-/// Does `token` look like one of ours of `kind` (prefix + 43 base64url
-/// characters)? Anything else cannot exist, so it needs no database query.
-fn plausible(token: &str, kind: crate::tokens::Kind) -> bool {
-    let prefix = kind.prefix();
-    token.len() == prefix.len() + 43
-        && token.starts_with(prefix)
-        && token.as_bytes()[prefix.len()..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,11 +291,17 @@ mod tests {
     fn plausibility_by_kind() {
         let a = generate(Kind::Access).unwrap();
         let r = generate(Kind::Refresh).unwrap();
-        assert!(plausible(&a, Kind::Access));
-        assert!(!plausible(&a, Kind::Refresh));
-        assert!(plausible(&r, Kind::Refresh));
-        assert!(!plausible(&r[..r.len() - 1], Kind::Refresh));
-        assert!(!plausible("sgr_' OR 1=1--", Kind::Refresh));
+        assert!(crate::tokens::is_well_formed(&a, Kind::Access));
+        assert!(!crate::tokens::is_well_formed(&a, Kind::Refresh));
+        assert!(crate::tokens::is_well_formed(&r, Kind::Refresh));
+        assert!(!crate::tokens::is_well_formed(
+            &r[..r.len() - 1],
+            Kind::Refresh
+        ));
+        assert!(!crate::tokens::is_well_formed(
+            "sgr_' OR 1=1--",
+            Kind::Refresh
+        ));
     }
 
     #[test]

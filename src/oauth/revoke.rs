@@ -21,7 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{body_deadline, issue_rejection, plausible, require_method, status};
+use super::{body_deadline, issue_rejection, require_method, status};
 use crate::app::State;
 use crate::body::Body;
 use crate::error::Rejection;
@@ -37,13 +37,13 @@ pub async fn handle(
     let token = form.require("token")?;
     let key = hash(token);
     match Kind::of(token) {
-        Some(Kind::Access) if plausible(token, Kind::Access) => {
+        Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
             issue::revoke_access(&state.db, &key)
                 .await
                 .map_err(|e| issue_rejection(&e))?;
             state.tokens.invalidate(&key).await;
         }
-        Some(Kind::Refresh) if plausible(token, Kind::Refresh) => {
+        Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
             let revoked = issue::revoke_refresh(&state.db, &key)
                 .await
                 .map_err(|e| issue_rejection(&e))?;

@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use super::form::Form;
 use super::{
     body_deadline, db_rejection, hash_rejection, invalid_grant, invalid_scope, issue_rejection,
-    json, plausible, require_method, OAuthStats,
+    json, require_method, OAuthStats,
 };
 use crate::accounts::store::find_login;
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
@@ -157,7 +157,7 @@ async fn password_grant(
 async fn refresh_grant(state: &Arc<State>, form: &Form) -> Result<Response<Body>, Rejection> {
     let token = form.require("refresh_token")?;
     let requested = requested_scope(form)?;
-    if !plausible(token, Kind::Refresh) {
+    if !crate::tokens::is_well_formed(token, Kind::Refresh) {
         // An access token, or anything else that cannot be a refresh token.
         return Err(invalid_grant(BAD_REFRESH));
     }

@@ -37,7 +37,7 @@ use moka::ops::compute::Op;
 use moka::Expiry;
 
 use super::store::{self, AccessRecord};
-use super::{hash, TokenHash, ACCESS_PREFIX};
+use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{unix_now, DbError};
 use crate::error::Rejection;
@@ -144,16 +144,6 @@ fn unavailable() -> Rejection {
     }
 }
 
-/// Cheap syntax check before any hashing or lookup: our tokens are
-/// `sga_` + 43 base64url characters. Anything else cannot be valid.
-fn plausible(token: &str) -> bool {
-    token.len() == ACCESS_PREFIX.len() + 43
-        && token.starts_with(ACCESS_PREFIX)
-        && token.as_bytes()[ACCESS_PREFIX.len()..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-}
-
 impl Validator {
     pub fn new(pool: Pool, cfg: &CacheConfig) -> Validator {
         let cache = Cache::builder()
@@ -195,7 +185,7 @@ impl Validator {
 
     /// Validate a bearer token: `Ok` with its identity, or the rejection.
     pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
-        if !plausible(token) {
+        if !is_well_formed(token, Kind::Access) {
             return Err(Rejection::InvalidToken);
         }
         let key = hash(token);
@@ -334,11 +324,14 @@ mod tests {
 
     #[test]
     fn plausibility_filter() {
-        let t = crate::tokens::generate(crate::tokens::Kind::Access).unwrap();
-        assert!(plausible(&t));
-        assert!(!plausible(&t[..t.len() - 1]));
-        assert!(!plausible(&t.replace("sga_", "sgr_")));
-        assert!(!plausible(&format!("{}=", &t[..t.len() - 1])));
-        assert!(!plausible(""));
+        let t = crate::tokens::generate(Kind::Access).unwrap();
+        assert!(is_well_formed(&t, Kind::Access));
+        assert!(!is_well_formed(&t[..t.len() - 1], Kind::Access));
+        assert!(!is_well_formed(&t.replace("sga_", "sgr_"), Kind::Access));
+        assert!(!is_well_formed(
+            &format!("{}=", &t[..t.len() - 1]),
+            Kind::Access
+        ));
+        assert!(!is_well_formed("", Kind::Access));
     }
 }

@@ -56,6 +56,17 @@ pub fn generate(kind: Kind) -> Result<String, rand::rand_core::OsError> {
     Ok(s)
 }
 
+/// Could `token` be one of ours of this kind: the prefix and 43 base64url
+/// characters? A cheap filter before any hashing or database lookup.
+pub fn is_well_formed(token: &str, kind: Kind) -> bool {
+    let prefix = kind.prefix();
+    token.len() == prefix.len() + 43
+        && token.starts_with(prefix)
+        && token.as_bytes()[prefix.len()..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
 pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }

@@ -67,26 +67,8 @@ pub async fn spawn_app(toml: &str) -> TestApp {
 }
 
 pub async fn spawn_app_on(toml: &str, db: TestDb) -> TestApp {
-    let upstream = echo().await;
-    let config = config(toml, upstream.addr, &db);
-    let url = config.database.url.clone().unwrap();
-    let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
-    let app = App::build(config, pool).unwrap();
-    let addr = app.proxy_addr();
-    let admin = app.admin_addr();
-    let state = app.state().clone();
-    let (tx, mut rx) = watch::channel(false);
-    tokio::spawn(app.run(async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
-    TestApp {
-        addr,
-        admin,
-        state,
-        db,
-        upstream,
-        _stop: tx,
-    }
+    let url = db.url.clone();
+    spawn_app_via(toml, db, url).await
 }
 
 /// See [`scopegate::testing::insert_token`].
