@@ -236,14 +236,24 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// Connect to the configured database (waiting up to 30 s for it).
+/// How long commands wait for the database at startup:
+/// `SCOPEGATE_CONNECT_PATIENCE_SECS`, default 30.
+fn connect_patience() -> Duration {
+    let secs = std::env::var("SCOPEGATE_CONNECT_PATIENCE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// Connect to the configured database, waiting for it (see [`connect_patience`]).
 pub async fn connect_configured(config: &Config) -> Result<crate::db::DbPool, Failure> {
     let url = config.database.url.as_ref().ok_or_else(|| {
         Failure::usage(
             "no database configured: set database.url in the config file or SCOPEGATE_DATABASE_URL",
         )
     })?;
-    crate::db::connect(url, config.database.pool_size, Duration::from_secs(30))
+    crate::db::connect(url, config.database.pool_size, connect_patience())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))
 }

@@ -144,3 +144,65 @@ fn migrate_without_a_database_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database configured"));
 }
+
+#[tokio::test]
+async fn migrate_twice_applies_nothing_the_second_time() {
+    let db = scopegate::testing::TestDb::new().await;
+    // Start from an empty schema.
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "").unwrap();
+    let run = || {
+        scopegate()
+            .arg("--config")
+            .arg(&path)
+            .arg("migrate")
+            .env("SCOPEGATE_DATABASE_URL", db.url.expose())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1 migration(s): V1__initial"));
+    let second = run();
+    assert_eq!(second.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("nothing applied"));
+}
+
+#[test]
+fn migrate_against_an_unreachable_server_names_it_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "").unwrap();
+    let port = scopegate::db::embedded::free_port().unwrap();
+    let out = scopegate()
+        .arg("--config")
+        .arg(&path)
+        .arg("migrate")
+        .env(
+            "SCOPEGATE_DATABASE_URL",
+            format!("postgres://someone:hunter2@127.0.0.1:{port}/db?connect_timeout=1"),
+        )
+        .env("SCOPEGATE_CONNECT_PATIENCE_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("postgres://someone@127.0.0.1:{port}/db")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+}
