@@ -10,7 +10,9 @@
 //!
 //! Run: `cargo bench --bench e2e` (needs `wrk` and `nginx`, e.g.
 //! `apt-get install wrk nginx-light`, and the Postgres server binaries).
-//! Knobs: `E2E_ROUNDS` (3), `E2E_SECS` (4), `E2E_CONNS` (64).
+//! Knobs: `E2E_ROUNDS` (3), `E2E_SECS` (4), `E2E_CONNS` (64), and
+//! `E2E_PUBLIC=1` to proxy through a public route without a token (the
+//! proxy machinery alone, without authorization).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -163,6 +165,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    let public = std::env::var("E2E_PUBLIC").is_ok_and(|v| v == "1");
     let bin = env!("CARGO_BIN_EXE_scopegate");
     let dir = tempfile::tempdir().unwrap();
 
@@ -204,7 +207,8 @@ fn main() {
         f,
         "[server]\nlisten = \"127.0.0.1:{gw_port}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n\
          [cache]\nmax_staleness_secs = 5\n\
-         [[routes]]\nname = \"bench\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{echo_port}\"\nscopes = [\"bench:read\"]\n"
+         [[routes]]\nname = \"bench\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{echo_port}\"\n{}\n",
+        if public { "public = true" } else { "scopes = [\"bench:read\"]" }
     )
     .unwrap();
     drop(f);

@@ -77,7 +77,7 @@ pub fn sane_request_id(v: &HeaderValue) -> bool {
 }
 
 /// A new request id: a per-process random prefix and a counter (unique,
-/// cheap, not secret).
+/// cheap, not secret), 32 lowercase hex digits, encoded without `fmt`.
 pub fn new_request_id() -> HeaderValue {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -87,8 +87,42 @@ pub fn new_request_id() -> HeaderValue {
         u64::from_le_bytes(b)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let s = format!("{prefix:016x}{n:016x}");
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut buf = [0u8; 32];
+    hex::encode_to_slice(prefix.to_be_bytes(), &mut buf[..16])
+        .and_then(|()| hex::encode_to_slice(n.to_be_bytes(), &mut buf[16..]))
+        .ok()
+        .and_then(|()| HeaderValue::from_bytes(&buf).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("0"))
+}
+
+/// `X-Forwarded-For` and the `for=...;proto=http` part of `Forwarded` for
+/// a client address. Formatting an address costs more than the rest of
+/// the header rewrite, and consecutive requests on a proxy thread mostly
+/// come from the same client (keep-alive), so each thread remembers the
+/// last one.
+fn peer_values(ip: std::net::IpAddr) -> (HeaderValue, std::rc::Rc<str>) {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue, std::rc::Rc<str>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|cell| {
+        let mut last = cell.borrow_mut();
+        if let Some((cached, xff, fwd)) = last.as_ref() {
+            if *cached == ip {
+                return (xff.clone(), fwd.clone());
+            }
+        }
+        let text = ip.to_string();
+        let xff =
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let fwd: std::rc::Rc<str> = if ip.is_ipv6() {
+            format!("for=\"[{text}]\";proto=http").into()
+        } else {
+            format!("for={text};proto=http").into()
+        };
+        *last = Some((ip, xff.clone(), fwd.clone()));
+        (xff, fwd)
+    })
 }
 
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -167,23 +201,13 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-fn ip_string(peer: &SocketAddr) -> String {
-    peer.ip().to_string()
-}
-
 /// Set the gateway's own forwarding and identity headers.
 fn set_gateway_headers(h: &mut HeaderMap, f: &Forward<'_>, client_host: Option<HeaderValue>) {
-    let ip = ip_string(&f.peer);
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    let (xff, for_part) = peer_values(f.peer.ip());
+    h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let for_part = if f.peer.is_ipv6() {
-        format!("for=\"[{ip}]\";proto=http")
-    } else {
-        format!("for={ip};proto=http")
-    };
-    let mut forwarded = for_part;
+    let mut forwarded = String::with_capacity(for_part.len() + 64);
+    forwarded.push_str(&for_part);
     if let Some(host) = &client_host {
         if let Ok(hs) = host.to_str() {
             // Only a plain host[:port] goes into the quoted-string.
@@ -372,6 +396,19 @@ mod tests {
     }
 
     #[test]
+    fn peer_values_per_address_family() {
+        let (xff, fwd) = peer_values("10.1.2.3".parse().unwrap());
+        assert_eq!(xff, "10.1.2.3");
+        assert_eq!(&*fwd, "for=10.1.2.3;proto=http");
+        // A different address replaces the remembered one.
+        let (xff, fwd) = peer_values("::1".parse().unwrap());
+        assert_eq!(xff, "::1");
+        assert_eq!(&*fwd, "for=\"[::1]\";proto=http");
+        let (xff, _) = peer_values("10.1.2.3".parse().unwrap());
+        assert_eq!(xff, "10.1.2.3");
+    }
+
+    #[test]
     fn request_ids() {
         assert!(sane_request_id(&HeaderValue::from_static("abc-123")));
         assert!(!sane_request_id(&HeaderValue::from_static("")));
@@ -383,5 +420,7 @@ mod tests {
         let b = new_request_id();
         assert_ne!(a, b);
         assert!(sane_request_id(&a));
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
     }
 }
