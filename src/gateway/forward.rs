@@ -277,6 +277,9 @@ pub async fn forward(
     let uri = upstream_uri(f.route, f.path, req.uri().query())?;
     let (mut parts, body) = req.into_parts();
     strip_headers(&mut parts.headers, true);
+    // Framing is re-derived by hyper from the body actually sent (its
+    // exact size or chunked), never copied from the client.
+    parts.headers.remove(header::CONTENT_LENGTH);
     if !f.route.config.forward_authorization {
         parts.headers.remove(header::AUTHORIZATION);
     }

@@ -167,7 +167,11 @@ async fn pipeline(
 }
 
 /// The declared body length (0 when none). Hyper has already rejected
-/// malformed or conflicting `Content-Length` headers.
+/// malformed or conflicting `Content-Length` values and unknown transfer
+/// codings, merged equal duplicates, and, for `Content-Length` together
+/// with chunked `Transfer-Encoding`, dropped the length and marked the
+/// connection to close after the response (RFC 9112 §6.3; attack cases
+/// A1-A11).
 fn declared_length<B>(req: &Request<B>) -> Result<u64, Rejection> {
     match req.headers().get(header::CONTENT_LENGTH) {
         None => Ok(0),

@@ -144,6 +144,12 @@ async fn dot_segments_are_resolved_before_matching_and_forwarded_normalized() {
     assert_eq!(seen.path(), "/public/~user/a%2Cb");
     // The query is not part of the path and reaches the upstream unchanged.
     assert_eq!(seen.0["query"], "q=%2F");
+    // A fragment on the wire (P12) is dropped by the HTTP parser before
+    // routing: the decision and the forwarded path are both without it.
+    assert_eq!(raw_get(app.addr, "/admin#x", "").await.status, 401);
+    let r = raw_get(app.addr, "/public#/../admin", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Seen(r.json()).path(), "/public");
     let r = raw_get(app.addr, "/public?x=/../admin", "").await;
     assert_eq!(r.status, 200);
     assert_eq!(Seen(r.json()).0["query"], "x=/../admin");
@@ -582,4 +588,63 @@ async fn the_server_request_timeout_caps_route_timeouts() {
     let r = raw_get(app.addr, "/public", "x-echo-delay-ms: 5000\r\n").await;
     assert_eq!(r.status, 504);
     assert!(start.elapsed() < std::time::Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app().await;
+    // CL.TE (A1): hyper decodes the chunked body, drops the length and
+    // closes the connection after answering, so the smuggled second request
+    // is never read. Exactly one response comes back, then EOF.
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(
+        b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the connection must be closed after a CL.TE request")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(!text.contains("\"path\":\"/admin\""), "{text}");
+    assert!(text.contains("\"body_length\":0"), "{text}");
+
+    for (what, req) in [
+        (
+            "conflicting Content-Length",
+            &b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        ),
+        ("signed Content-Length", b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\nhello"),
+        ("obfuscated TE", b"POST /public HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+        ("obs-fold", b"GET /public HTTP/1.1\r\nHost: t\r\nX-Foo: a\r\n b\r\n\r\n"),
+        ("space before colon", b"GET /public HTTP/1.1\r\nHost: t\r\nContent-Length : 0\r\n\r\n"),
+        (
+            "HTTP/1.0 chunked",
+            b"POST /public HTTP/1.0\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+    ] {
+        let r = raw(app.addr, req).await;
+        assert_eq!(r.status, 400, "{what}");
+    }
+    // Equal duplicate lengths are one length (RFC 9112 §6.3); the body the
+    // upstream receives has exactly that length.
+    let r = raw(
+        app.addr,
+        b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_length"], 5);
+    // A chunked body is forwarded with its real length.
+    let r = raw(
+        app.addr,
+        b"POST /public HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_length"], 5);
 }
