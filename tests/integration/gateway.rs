@@ -639,7 +639,10 @@ async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_length"], 5);
-    assert_eq!(Seen(r.json()).header("content-length").as_deref(), Some("5"));
+    assert_eq!(
+        Seen(r.json()).header("content-length").as_deref(),
+        Some("5")
+    );
     // A chunked body is forwarded with its real length.
     let r = raw(
         app.addr,
