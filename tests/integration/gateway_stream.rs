@@ -24,8 +24,8 @@ scopes = ["chat"]
 
 const SIZE: u64 = 256 * 1024 * 1024;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -33,20 +33,84 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
+/// A `scopegate serve` process of its own, so its memory is measured
+/// apart from the test process (which runs other tests concurrently).
+struct GatewayProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn gateway_process(
+    db: &scopegate::testing::TestDb,
+    upstream: std::net::SocketAddr,
+) -> GatewayProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = scopegate::db::embedded::free_port().unwrap();
+    let admin = scopegate::db::embedded::free_port().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{}",
+            ROUTES
+                .replace("[server]\n", "")
+                .replace("UPSTREAM", &format!("http://{upstream}"))
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("SCOPEGATE_DATABASE_URL", db.url.expose())
+        .env("SCOPEGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Ready when it accepts connections (bounded; no fixed sleep).
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "gateway did not start"
+        );
+        tokio::task::yield_now().await;
+    }
+    GatewayProcess {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
 #[tokio::test]
 async fn large_uploads_and_downloads_stream_without_buffering() {
-    let app = spawn_app(ROUTES).await;
+    let db = scopegate::testing::TestDb::new().await;
+    let upstream = crate::support::echo().await;
+    let gw = gateway_process(&db, upstream.addr).await;
+    let pid = gw.child.id();
+    let url = |p: &str| format!("http://{}{p}", gw.addr);
     let client = reqwest::Client::new();
     // Warm up connection pools and allocator arenas.
     client
-        .get(app.url("/files/warm"))
+        .get(url("/files/warm"))
         .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    let base = rss_kib();
+    let base = rss_kib(pid);
 
     // Upload: 256 MiB generated on the fly, counted by the upstream.
     let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
@@ -54,7 +118,7 @@ async fn large_uploads_and_downloads_stream_without_buffering() {
     let stream =
         futures_util::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let res = client
-        .post(app.url("/files/up"))
+        .post(url("/files/up"))
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -62,11 +126,11 @@ async fn large_uploads_and_downloads_stream_without_buffering() {
     assert_eq!(res.status(), 200);
     let seen: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
     assert_eq!(seen["body_length"], SIZE);
-    let after_upload = rss_kib();
+    let after_upload = rss_kib(pid);
 
     // Download: 256 MiB produced by the upstream, consumed as a stream.
     let res = client
-        .get(app.url("/files/down"))
+        .get(url("/files/down"))
         .header("x-echo-bytes", SIZE.to_string())
         .send()
         .await
@@ -78,12 +142,12 @@ async fn large_uploads_and_downloads_stream_without_buffering() {
         got += c.unwrap().len() as u64;
     }
     assert_eq!(got, SIZE);
-    let after_download = rss_kib();
+    let after_download = rss_kib(pid);
 
     let growth = after_upload.max(after_download).saturating_sub(base);
     assert!(
         growth < 32 * 1024,
-        "RSS grew by {growth} KiB while streaming 256 MiB each way"
+        "gateway RSS grew by {growth} KiB while streaming 256 MiB each way"
     );
 }
 
