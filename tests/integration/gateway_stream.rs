@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 
-use crate::support::{insert_token, spawn_app};
+use crate::support::{gateway_process, insert_token, spawn_app};
 
 const ROUTES: &str = r#"
 [server]
@@ -33,71 +33,11 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// A `scopegate serve` process of its own, so its memory is measured
-/// apart from the test process (which runs other tests concurrently).
-struct GatewayProcess {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn gateway_process(
-    db: &scopegate::testing::TestDb,
-    upstream: std::net::SocketAddr,
-) -> GatewayProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let port = scopegate::db::embedded::free_port().unwrap();
-    let admin = scopegate::db::embedded::free_port().unwrap();
-    let config = dir.path().join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{}",
-            ROUTES
-                .replace("[server]\n", "")
-                .replace("UPSTREAM", &format!("http://{upstream}"))
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("SCOPEGATE_DATABASE_URL", db.url.expose())
-        .env("SCOPEGATE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // Ready when it accepts connections (bounded; no fixed sleep).
-    let start = std::time::Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(30),
-            "gateway did not start"
-        );
-        tokio::task::yield_now().await;
-    }
-    GatewayProcess {
-        child,
-        addr,
-        _dir: dir,
-    }
-}
-
 #[tokio::test]
 async fn large_uploads_and_downloads_stream_without_buffering() {
     let db = scopegate::testing::TestDb::new().await;
     let upstream = crate::support::echo().await;
-    let gw = gateway_process(&db, upstream.addr).await;
+    let gw = gateway_process(&db, upstream.addr, ROUTES).await;
     let pid = gw.child.id();
     let url = |p: &str| format!("http://{}{p}", gw.addr);
     let client = reqwest::Client::new();
@@ -209,4 +149,60 @@ async fn h2c_clients_are_served_and_upstream_sees_http11() {
     );
     assert_eq!(a.unwrap().status(), 200);
     assert_eq!(b.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = scopegate::testing::TestDb::new().await;
+    // An upstream that holds its answer until the test says so.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let _ = arrived_tx.send(());
+        let _ = go_rx.await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    });
+    let mut gw = gateway_process(&db, upstream, ROUTES).await;
+    let url = format!("http://{}/files/slow", gw.addr);
+    let in_flight = tokio::spawn(async move {
+        let r = reqwest::Client::new().get(url).send().await?;
+        let status = r.status().as_u16();
+        Ok::<_, reqwest::Error>((status, r.text().await?))
+    });
+    arrived_rx.await.unwrap();
+
+    let pid = i32::try_from(gw.child.id()).unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Shutdown has begun when the listener stops accepting.
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(gw.addr).await.is_ok() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "still accepting after SIGTERM"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The request that was in flight still completes ...
+    let _ = go_tx.send(());
+    let (status, body) = in_flight.await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // ... and then the process exits cleanly.
+    let code = tokio::task::spawn_blocking(move || gw.child.wait().map(|s| s.code()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, Some(0));
 }

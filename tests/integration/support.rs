@@ -221,3 +221,67 @@ pub async fn spawn_app_via(toml: &str, db: TestDb, url: scopegate::config::Secre
         _stop: tx,
     }
 }
+
+/// A `scopegate serve` process of its own, so its memory is measured
+/// apart from the test process (which runs other tests concurrently).
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `scopegate serve` on `db` with `routes` (its `UPSTREAM` placeholders
+/// pointing at `upstream`), listening on a free port; returns once it
+/// accepts connections.
+pub async fn gateway_process(
+    db: &scopegate::testing::TestDb,
+    upstream: std::net::SocketAddr,
+    routes: &str,
+) -> GatewayProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = scopegate::db::embedded::free_port().unwrap();
+    let admin = scopegate::db::embedded::free_port().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n{}",
+            routes
+                .replace("[server]\n", "")
+                .replace("UPSTREAM", &format!("http://{upstream}"))
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("SCOPEGATE_DATABASE_URL", db.url.expose())
+        .env("SCOPEGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Ready when it accepts connections (bounded; no fixed sleep).
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "gateway did not start"
+        );
+        tokio::task::yield_now().await;
+    }
+    GatewayProcess {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
