@@ -13,6 +13,10 @@
 //! Knobs: `E2E_ROUNDS` (3), `E2E_SECS` (4), `E2E_CONNS` (64), and
 //! `E2E_PUBLIC=1` to proxy through a public route without a token (the
 //! proxy machinery alone, without authorization).
+//!
+//! A second part measures the gateway's p99 while password logins run at
+//! their maximum rate (CONTRACT §8: p99 within 1.2x), alternating runs
+//! without and with a login storm from `E2E_LOGIN_CLIENTS` (6) clients.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -124,6 +128,73 @@ fn wrk(url: &str, token: Option<&str>, secs: u64, conns: u32) -> Run {
         String::from_utf8_lossy(&out.stderr)
     );
     run
+}
+
+/// One HTTP/1.1 POST on a kept-alive socket; the status code.
+fn post(stream: &mut TcpStream, path: &str, body: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Ok(head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0));
+        }
+    }
+}
+
+/// Password logins as fast as the server takes them until `stop`; counts
+/// successful logins.
+fn login_storm(
+    port: u16,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    use std::sync::atomic::Ordering;
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ok = 0u64;
+                let body = "grant_type=password&username=storm&password=storm-password-123";
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        match post(&mut s, "/oauth/token", body) {
+                            Ok(200) => ok += 1,
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                ok
+            })
+        })
+        .collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -283,4 +354,68 @@ fn main() {
     println!("\nscopegate / nginx throughput (per-round median): {ratio:.2}x");
     println!("scopegate p99 / nginx p99 (per-round median): {p99_ratio:.2}x");
     println!("added p50 vs direct (per-round median): {added_p50:.0} us");
+
+    if public {
+        return;
+    }
+    // p99 of proxied requests while logins run at their maximum rate.
+    let clients: usize = std::env::var("E2E_LOGIN_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let mut create = Command::new(bin)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "account",
+            "create",
+            "storm",
+        ])
+        .env("SCOPEGATE_DATABASE_URL", &db_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    if let Some(mut stdin) = create.stdin.take() {
+        stdin.write_all(b"storm-password-123\n").unwrap();
+    }
+    assert!(
+        create.wait().unwrap().success(),
+        "cannot create the storm account"
+    );
+    let url = &targets[2].1;
+    let mut quiet = Vec::new();
+    let mut stormy = Vec::new();
+    let mut rates = Vec::new();
+    for round in 0..rounds {
+        let q = wrk(url, Some(&token), secs, conns);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Instant::now();
+        let storm = login_storm(gw_port, clients, stop.clone());
+        let l = wrk(url, Some(&token), secs, conns);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let logins: u64 = storm.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        let rate = logins as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "round {} quiet: {:.0} req/s p99 {:.0} us | logins {:.0}/s: {:.0} req/s p99 {:.0} us",
+            round + 1,
+            q.rps,
+            q.p99_us,
+            rate,
+            l.rps,
+            l.p99_us
+        );
+        quiet.push(q);
+        stormy.push(l);
+        rates.push(rate);
+    }
+    println!(
+        "\nwith a login storm ({clients} clients, {:.0} logins/s): p99 {:.0} us vs {:.0} us quiet = {:.2}x; throughput {:.2}x",
+        median(rates),
+        median(stormy.iter().map(|r| r.p99_us).collect()),
+        median(quiet.iter().map(|r| r.p99_us).collect()),
+        median(quiet.iter().zip(&stormy).map(|(q, l)| l.p99_us / q.p99_us).collect()),
+        median(quiet.iter().zip(&stormy).map(|(q, l)| l.rps / q.rps).collect()),
+    );
 }
