@@ -59,12 +59,6 @@ pub enum Rejection {
         error: &'static str,
         description: Cow<'static, str>,
     },
-    /// Admin API errors (404/409/422) with a field-level description.
-    Api {
-        status: StatusCode,
-        error: &'static str,
-        description: Cow<'static, str>,
-    },
     /// A bug or an unexpected failure; details go to the log, not the client.
     Internal,
 }
@@ -96,7 +90,7 @@ impl Rejection {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BadGateway => StatusCode::BAD_GATEWAY,
             GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
-            OAuth { status, .. } | Api { status, .. } => *status,
+            OAuth { status, .. } => *status,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,9 +132,6 @@ impl Rejection {
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
             OAuth {
-                error, description, ..
-            }
-            | Api {
                 error, description, ..
             } => (error, description),
             Internal => ("server_error", "internal error"),

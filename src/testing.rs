@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
@@ -65,11 +65,9 @@ fn init_server() -> Result<Server, String> {
     let prefix = format!("sgt{}", std::process::id());
     let (admin_url, base_url) = match std::env::var("SCOPEGATE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
-            let cfg: tokio_postgres::Config = url
-                .parse()
+            url.parse::<tokio_postgres::Config>()
                 .map_err(|e| format!("SCOPEGATE_TEST_DATABASE_URL: {e}"))?;
             let base = strip_dbname(&url);
-            let _ = cfg;
             (url, base)
         }
         _ => {
@@ -213,7 +211,6 @@ impl TestDb {
 pub struct FaultProxy {
     addr: SocketAddr,
     up: watch::Sender<bool>,
-    connections: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -232,8 +229,6 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (up, up_rx) = watch::channel(true);
-        let connections = Arc::new(AtomicU64::new(0));
-        let counter = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -243,7 +238,6 @@ impl FaultProxy {
                     drop(inbound); // refused: closed at once
                     continue;
                 }
-                counter.fetch_add(1, Ordering::Relaxed);
                 let target = target.clone();
                 let mut rx = up_rx.clone();
                 tokio::spawn(async move {
@@ -257,11 +251,7 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy {
-            addr,
-            up,
-            connections,
-        }
+        FaultProxy { addr, up }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -275,11 +265,6 @@ impl FaultProxy {
 
     pub fn restore(&self) {
         let _ = self.up.send(true);
-    }
-
-    /// Connections accepted while up.
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
     }
 }
 

@@ -337,13 +337,11 @@ pub async fn forward(
         if let Some(u) = upgrade {
             parts.headers.insert(header::UPGRADE, u);
         }
-        parts.headers.insert(X_REQUEST_ID.clone(), f.request_id);
         return Ok(Response::from_parts(parts, crate::body::empty()));
     }
 
     let (mut parts, body) = res.into_parts();
     strip_headers(&mut parts.headers, false);
-    parts.headers.insert(X_REQUEST_ID.clone(), f.request_id);
     Ok(Response::from_parts(
         parts,
         body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
