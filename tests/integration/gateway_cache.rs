@@ -80,9 +80,11 @@ async fn local_invalidation_takes_effect_at_once() {
 #[tokio::test]
 async fn an_expired_token_is_never_served_from_cache() {
     let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{ROUTE}")).await;
-    let t = insert_token(&app.db, "u", &["api"], 1).await;
+    // `expires` is whole UNIX seconds: a 2 s TTL leaves at least 1 s of
+    // validity for the first request, whenever in the second it starts.
+    let t = insert_token(&app.db, "u", &["api"], 2).await;
     assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
-    let gone = within(Duration::from_secs(4), || async {
+    let gone = within(Duration::from_secs(5), || async {
         raw_get(app.addr, "/api", &bearer(&t)).await.status == 401
     })
     .await;
