@@ -6,8 +6,8 @@
 //! runtime per core, each with its own `SO_REUSEPORT` listener on the same
 //! address (the kernel spreads connections) and its own pooled upstream
 //! client, so a request never hops threads and connection pools are not
-//! contended. perf-baseline.md measured this faster and steadier than the
-//! work-stealing runtime for proxying. Shared state (route table, token
+//! contended; it measured faster and steadier than the work-stealing
+//! runtime for proxying (README, "Performance"). Shared state (route table, token
 //! cache, database pool) is thread-safe and shared by all of them. The
 //! admin listener, database and hashing work run on the caller's runtime
 //! and threads.
@@ -16,36 +16,39 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body};
+use crate::admin::Admin;
+use crate::body::Body;
 use crate::config::Config;
 use crate::db::DbPool;
-use crate::error::Rejection;
 use crate::gateway::forward::UpstreamClient;
-use crate::gateway::route::RouteTable;
+use crate::gateway::Gateway;
+use crate::oauth::OAuth;
 use crate::server::{self, Handler, Limits};
 use crate::tokens::cache::Validator;
 
-/// Everything a request handler may need, shared by all connections.
+/// Everything the listeners share: each part owns the state of one
+/// concern, and handlers get only the part they use.
 pub struct State {
     pub config: Config,
-    /// The route table; replaced whole on reload, never half-applied.
-    pub routes: ArcSwap<RouteTable>,
     pub db: DbPool,
-    pub tokens: Validator,
-    /// The `/oauth/*` endpoint: argon2 pool, login throttle, counters.
-    pub oauth: crate::oauth::OAuth,
+    /// Token validation, shared by the gateway and `/oauth/*`.
+    pub tokens: Arc<Validator>,
+    pub gateway: Gateway,
+    pub oauth: OAuth,
+    pub admin: Admin,
 }
 
 impl State {
     pub fn new(config: Config, db: DbPool) -> State {
+        let tokens = Arc::new(Validator::new(db.clone(), &config.cache));
         State {
-            routes: ArcSwap::from_pointee(RouteTable::new(config.routes.clone())),
-            tokens: Validator::new(db.clone(), &config.cache),
-            oauth: crate::oauth::OAuth::new(&config, &db),
+            gateway: Gateway::new(&config, tokens.clone()),
+            oauth: OAuth::new(&config, &db, tokens.clone()),
+            admin: Admin { db: db.clone() },
+            tokens,
             db,
             config,
         }
@@ -188,7 +191,7 @@ fn proxy_thread(
     });
 }
 
-/// The proxy listener: `/oauth/*` locally, everything else through the gateway.
+/// The proxy listener's handler on one proxy thread.
 struct ProxyFront {
     state: Arc<State>,
     /// This thread's upstream connection pool.
@@ -197,56 +200,18 @@ struct ProxyFront {
 
 impl Handler for ProxyFront {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        if crate::oauth::is_oauth_path(req.uri().path()) {
-            crate::oauth::handle(&self.state, req, peer).await
-        } else {
-            crate::gateway::handle(&self.state, &self.upstream, req, peer).await
-        }
+        let s = &self.state;
+        crate::proxy::handle(&s.gateway, &s.oauth, &self.upstream, req, peer).await
     }
 }
 
-/// The admin listener: health, readiness (and, later, metrics and the admin API).
+/// The admin listener's handler.
 struct AdminFront {
     state: Arc<State>,
 }
 
 impl Handler for AdminFront {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        _peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static {
-        let state = self.state.clone();
-        async move {
-            match (req.method(), req.uri().path()) {
-                (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-                (&Method::GET, "/readyz") => {
-                    if ready(&state).await {
-                        text(StatusCode::OK, "ready\n")
-                    } else {
-                        text(StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
-                    }
-                }
-                _ => Rejection::NotFound.into_response(),
-            }
-        }
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        self.state.admin.handle(req).await
     }
-}
-
-async fn ready(state: &State) -> bool {
-    let check = async {
-        let conn = state.db.get().await.ok()?;
-        conn.simple_query("SELECT 1").await.ok()
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(2), check)
-        .await
-        .ok()
-        .flatten()
-        .is_some()
-}
-
-fn text(status: StatusCode, s: &'static str) -> Response<Body> {
-    let mut r = Response::new(body::full(s));
-    *r.status_mut() = status;
-    r
 }

@@ -1,9 +1,13 @@
-//! Every rejection the gateway and the OAuth endpoints can answer with, and
-//! the one place that turns it into an HTTP response (status,
-//! `WWW-Authenticate`, `Retry-After`, cache headers and a small JSON body).
+//! Every rejection the gateway, the OAuth endpoints and the admin listener
+//! can answer with, and the one place that turns it into an HTTP response
+//! (status, `WWW-Authenticate`, `Retry-After`, cache headers and a small
+//! JSON body). The errors of the layers below (database, token store,
+//! accounts, password hashing) become rejections here, through `From`, so
+//! handlers use `?` and nothing else in the crate decides an error status.
 //!
-//! Nothing else in the crate decides an error status. Descriptions are fixed
-//! strings: no client input is ever echoed back.
+//! Descriptions are fixed strings: no client input is ever echoed back, and
+//! internal details (SQL errors, OS errors) go to the log, never to the
+//! client. The status table is in `docs/http.md`.
 
 use std::borrow::Cow;
 
@@ -11,7 +15,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::accounts::password::HashError;
+use crate::accounts::store::StoreError;
 use crate::body::{self, Body};
+use crate::db::DbError;
+use crate::tokens::bearer::MalformedCredentials;
+use crate::tokens::cache::TokenError;
+use crate::tokens::issue::IssueError;
+
+/// How long a client is told to wait after a 503 for a database that
+/// cannot answer.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 /// `Bearer realm="scopegate"`: the challenge without an error code
 /// (RFC 6750 §3.1: no credentials, or another scheme).
@@ -35,8 +49,6 @@ pub enum Rejection {
     InsufficientScope {
         scope: Option<HeaderValue>,
     },
-    /// A caller lacks the privilege for a local endpoint (admin API, introspect).
-    Forbidden(&'static str),
     /// The database cannot vouch for the request right now.
     Unavailable {
         retry_after_secs: u32,
@@ -50,7 +62,6 @@ pub enum Rejection {
         retry_after_secs: u32,
     },
     PayloadTooLarge,
-    HeadersTooLarge,
     BadGateway,
     GatewayTimeout,
     /// RFC 6749 §5.2 error from `/oauth/*` (always `no-store`).
@@ -83,11 +94,10 @@ impl Rejection {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
-            InsufficientScope { .. } | Forbidden(_) => StatusCode::FORBIDDEN,
+            InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BadGateway => StatusCode::BAD_GATEWAY,
             GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             OAuth { status, .. } => *status,
@@ -112,7 +122,6 @@ impl Rejection {
                 "insufficient_scope",
                 "the access token lacks a scope this route requires",
             ),
-            Forbidden(d) => ("forbidden", d),
             Unavailable { .. } => (
                 "temporarily_unavailable",
                 "the token store is unreachable; retry later",
@@ -125,10 +134,6 @@ impl Rejection {
                 ("too_many_requests", "too many failed attempts; retry later")
             }
             PayloadTooLarge => ("payload_too_large", "the request body is too large"),
-            HeadersTooLarge => (
-                "headers_too_large",
-                "the request header section is too large",
-            ),
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
             OAuth {
@@ -193,6 +198,89 @@ impl Rejection {
             _ => {}
         }
         res
+    }
+}
+
+impl From<MalformedCredentials> for Rejection {
+    fn from(e: MalformedCredentials) -> Self {
+        Rejection::InvalidAuthRequest(e.0)
+    }
+}
+
+impl From<TokenError> for Rejection {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid => Rejection::InvalidToken,
+            TokenError::Unavailable => Rejection::Unavailable {
+                retry_after_secs: RETRY_AFTER_SECS,
+            },
+        }
+    }
+}
+
+/// 503 when the database could not be reached (or answer in time), 500 for
+/// anything else; the details are logged, never sent.
+impl From<DbError> for Rejection {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "database unavailable");
+                Rejection::Unavailable {
+                    retry_after_secs: RETRY_AFTER_SECS,
+                }
+            }
+            DbError::Query(q) => {
+                tracing::error!(error = %crate::db::pg_error_text(&q), "database query failed");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
+impl From<IssueError> for Rejection {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Db(e) => e.into(),
+            IssueError::Random(msg) => {
+                tracing::error!(error = %msg, "cannot generate a token");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
+/// A saturated hashing pool is a 503 with a short `Retry-After`.
+impl From<HashError> for Rejection {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Rejection::Overloaded {
+                retry_after_secs: 1,
+            },
+            other => {
+                tracing::error!(error = %other, "password hashing failed");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
+/// Store failures seen by the OAuth endpoints: the caller's own account
+/// vanished (its token is no longer valid), a value it sent is invalid, or
+/// the machinery below failed.
+impl From<StoreError> for Rejection {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Hash(e) => e.into(),
+            StoreError::UnknownAccount(_) => Rejection::InvalidToken,
+            StoreError::Invalid(e) => {
+                Rejection::oauth(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "account update failed");
+                Rejection::Internal
+            }
+        }
     }
 }
 

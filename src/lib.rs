@@ -1,45 +1,67 @@
 //! # scopegate
 //!
 //! A reverse-proxy authorization gateway. Clients send
-//! `Authorization: Bearer <token>`; for every request scopegate
+//! `Authorization: Bearer <token>`; scopegate finds the route in its TOML
+//! configuration, checks the token against a moka cache backed by Postgres,
+//! checks the scopes the route requires, and either rejects the request with
+//! the right OAuth status or streams it upstream with identity headers the
+//! upstream can trust. An embedded OAuth2 endpoint issues the tokens. The
+//! reference is in `docs/` (`configuration.md`, `http.md`, `security.md`,
+//! `operations.md`).
 //!
-//! 1. **normalizes** the path and **routes** it by the TOML configuration
-//!    ([`config`], [`gateway::route`]): each route names an upstream and the
-//!    OAuth scopes it requires;
-//! 2. **authenticates** the token through a bounded moka cache backed by
-//!    Postgres ([`tokens::cache`]);
-//! 3. **authorizes** it against the route's scopes ([`gateway::authorize`]);
-//! 4. rejects with the right OAuth status ([`error::Rejection`], the one place
-//!    that maps rejections to responses), or **forwards** the request upstream,
-//!    streaming, with identity headers upstreams can trust.
+//! ## A request on the proxy listener
 //!
-//! An embedded OAuth2 endpoint ([`oauth`]) issues the tokens: password and
-//! refresh grants, revocation, introspection. Accounts, scopes and roles
-//! live in Postgres ([`db`], migrations under `migrations/`).
+//! [`proxy`] is the front door. It creates one [`request::RequestCtx`] and
+//! runs the phases, each a function of its own:
 //!
 //! ```text
-//!  client ──► listener (server) ──► /oauth/* ──► oauth ──► accounts, tokens ──► Postgres
-//!                  │
-//!                  └─► gateway: normalize ─► route ─► authenticate ─► authorize ─► forward ──► upstream
-//!                                                        │ (moka cache)
-//!                                                        └──────────────► Postgres
+//! check_request -> normalize -+-> /oauth/*: oauth::OAuth::handle ----------------+-> log
+//!                             +-> route -> authenticate -> authorize -> forward -+
 //! ```
 //!
-//! [`app`] wires the pieces together; [`cli`] is the command line; `main.rs`
-//! only calls [`cli::main`].
+//! `check_request`, `normalize`, `route`, `authenticate` and `authorize` are
+//! in [`gateway`], `forward` in [`gateway::forward`], `log` in [`request`].
+//! A phase that fails returns a [`error::Rejection`]; the one mapping from
+//! rejections (and the errors of the layers below) to HTTP responses is
+//! [`error`].
+//!
+//! ## Modules, top to bottom (arrows point down only)
+//!
+//! - `main.rs` calls [`cli::main`]; [`cli`] is the command line, one file
+//!   per command group, and the only place that prints or picks exit codes.
+//! - [`app`] wires the state and the listeners: thread-per-core proxy
+//!   threads and the admin listener, on [`server`] (hyper-util, limits,
+//!   graceful drain).
+//! - [`proxy`] (the proxy listener's front door), [`admin`] (the admin
+//!   listener), [`oauth`] (the `/oauth/*` endpoints), [`gateway`] (the proxy
+//!   phases).
+//! - [`request`] (the per-request context and the log phase) and [`error`]
+//!   (rejections and their responses).
+//! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
+//!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
+//!   roles, argon2 hashing, bootstrap).
+//! - [`db`] (pool, migrations, embedded Postgres).
+//! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
+//!   syntax and the wildcard rule), [`body`] (the streaming body type).
+//!
+//! [`echo`] is the demo and test upstream; `testing` (feature `testing`) the
+//! test harness: a throwaway Postgres and a database per test.
 
 pub mod accounts;
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cli;
 pub mod config;
 pub mod db;
-pub mod dev;
 pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod oauth;
+pub mod proxy;
+pub mod request;
 pub mod scope;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;

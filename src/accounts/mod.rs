@@ -6,7 +6,6 @@
 //! - [`store`]: the accounts in Postgres (and the effective scopes of an
 //!   account = its own ∪ its roles'); [`catalog`]: scopes and roles.
 //! - [`bootstrap`]: the first `admin` account.
-//! - [`cli`]: `scopegate account|scope|role ...`.
 //!
 //! ## Usernames
 //! Usernames are compared in one canonical form, computed on creation and on
@@ -27,7 +26,6 @@
 
 pub mod bootstrap;
 pub mod catalog;
-pub mod cli;
 pub mod password;
 pub mod store;
 

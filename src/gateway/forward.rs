@@ -14,8 +14,6 @@
 //! - `Host` becomes the upstream's authority (nginx's default); the client's
 //!   host travels in `X-Forwarded-Host` and `Forwarded`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,14 +24,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::route::Route;
+use super::Limits;
 use crate::body::Body;
 use crate::error::Rejection;
-use crate::gateway::route::Route;
-use crate::tokens::cache::Identity;
+use crate::request::{RequestCtx, X_REQUEST_ID};
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_AUTH_USER: HeaderName = HeaderName::from_static("x-authenticated-user");
 static X_AUTH_ACCOUNT: HeaderName = HeaderName::from_static("x-authenticated-account-id");
 static X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
@@ -54,45 +52,6 @@ pub fn client() -> UpstreamClient {
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build(http)
-}
-
-/// What the forward phase needs besides the request itself.
-pub struct Forward<'a> {
-    pub route: &'a Route,
-    pub identity: Option<&'a Identity>,
-    pub peer: SocketAddr,
-    /// The normalized path as the upstream should see it (prefix stripped,
-    /// base path prepended).
-    pub path: &'a str,
-    pub request_id: HeaderValue,
-    pub max_body_bytes: u64,
-    /// `[server] request_timeout_secs`: caps the route's own timeout.
-    pub request_timeout: Duration,
-}
-
-/// A request id we accept from a client: 1-128 visible ASCII characters.
-pub fn sane_request_id(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..=0x7e).contains(c))
-}
-
-/// A new request id: a per-process random prefix and a counter (unique,
-/// cheap, not secret), 32 lowercase hex digits, encoded without `fmt`.
-pub fn new_request_id() -> HeaderValue {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        let mut b = [0u8; 8];
-        let _ = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b);
-        u64::from_le_bytes(b)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut buf = [0u8; 32];
-    hex::encode_to_slice(prefix.to_be_bytes(), &mut buf[..16])
-        .and_then(|()| hex::encode_to_slice(n.to_be_bytes(), &mut buf[16..]))
-        .ok()
-        .and_then(|()| HeaderValue::from_bytes(&buf).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("0"))
 }
 
 /// `X-Forwarded-For` and the `for=...;proto=http` part of `Forwarded` for
@@ -202,8 +161,8 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Set the gateway's own forwarding and identity headers.
-fn set_gateway_headers(h: &mut HeaderMap, f: &Forward<'_>, client_host: Option<HeaderValue>) {
-    let (xff, for_part) = peer_values(f.peer.ip());
+fn set_gateway_headers(h: &mut HeaderMap, ctx: &RequestCtx<'_>, client_host: Option<HeaderValue>) {
+    let (xff, for_part) = peer_values(ctx.peer.ip());
     h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let mut forwarded = String::with_capacity(for_part.len() + 64);
@@ -225,8 +184,8 @@ fn set_gateway_headers(h: &mut HeaderMap, f: &Forward<'_>, client_host: Option<H
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         h.insert(FORWARDED.clone(), v);
     }
-    h.insert(X_REQUEST_ID.clone(), f.request_id.clone());
-    if let Some(id) = f.identity {
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if let Some(id) = &ctx.identity {
         h.insert(X_AUTH_USER.clone(), id.user_header.clone());
         h.insert(X_AUTH_ACCOUNT.clone(), id.account_id_header.clone());
         h.insert(X_AUTH_SCOPE.clone(), id.scope_header.clone());
@@ -261,11 +220,16 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Forward `req` upstream and return the upstream's response, streaming.
+/// The forward phase: send `req` to `route`'s upstream at `path` (the
+/// normalized path as the upstream should see it: prefix stripped, base
+/// path prepended) and return the upstream's response, streaming.
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
-    f: Forward<'_>,
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    path: &str,
+    limits: &Limits,
 ) -> Result<Response<Body>, Rejection> {
     let websocket = is_websocket_upgrade(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -274,16 +238,16 @@ pub async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let uri = upstream_uri(f.route, f.path, req.uri().query())?;
+    let uri = upstream_uri(route, path, req.uri().query())?;
     let (mut parts, body) = req.into_parts();
     strip_headers(&mut parts.headers, true);
     // Framing is re-derived by hyper from the body actually sent (its
     // exact size or chunked), never copied from the client.
     parts.headers.remove(header::CONTENT_LENGTH);
-    if !f.route.config.forward_authorization {
+    if !route.config.forward_authorization {
         parts.headers.remove(header::AUTHORIZATION);
     }
-    set_gateway_headers(&mut parts.headers, &f, client_host);
+    set_gateway_headers(&mut parts.headers, ctx, client_host);
     parts.headers.remove(header::HOST);
     if websocket {
         parts
@@ -296,12 +260,12 @@ pub async fn forward(
     parts.uri = uri;
     // Upstreams speak HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
-    let limit = usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX);
+    let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let body: Body = Limited::new(body, limit).boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
     // One timer per request: the route's deadline, capped by the server's.
-    let deadline = f.route.config.timeout.min(f.request_timeout);
+    let deadline = route.config.timeout.min(limits.request_timeout);
     let sent = tokio::time::timeout(deadline, client.request(upstream_req)).await;
     let mut res = match sent {
         Err(_) => return Err(Rejection::GatewayTimeout),
@@ -309,7 +273,7 @@ pub async fn forward(
             if is_length_limit(&e) {
                 return Err(Rejection::PayloadTooLarge);
             }
-            tracing::warn!(route = %f.route.config.name, error = %e, "upstream request failed");
+            tracing::warn!(route = %route.config.name, error = %e, "upstream request failed");
             return Err(Rejection::BadGateway);
         }
         Ok(Ok(res)) => res,
@@ -407,21 +371,5 @@ mod tests {
         assert_eq!(&*fwd, "for=\"[::1]\";proto=http");
         let (xff, _) = peer_values("10.1.2.3".parse().unwrap());
         assert_eq!(xff, "10.1.2.3");
-    }
-
-    #[test]
-    fn request_ids() {
-        assert!(sane_request_id(&HeaderValue::from_static("abc-123")));
-        assert!(!sane_request_id(&HeaderValue::from_static("")));
-        assert!(!sane_request_id(&HeaderValue::from_static("a b")));
-        assert!(!sane_request_id(
-            &HeaderValue::from_str(&"a".repeat(129)).unwrap()
-        ));
-        let a = new_request_id();
-        let b = new_request_id();
-        assert_ne!(a, b);
-        assert!(sane_request_id(&a));
-        assert_eq!(a.len(), 32);
-        assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
     }
 }

@@ -16,34 +16,29 @@
 //!   is revoked (including the one used; this replica's cache forgets them at
 //!   once), and the answer is `204`.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{
-    authenticate, body_deadline, db_rejection, hash_rejection, json, require_method, status,
-};
-use crate::accounts::store::{self, StoreError};
+use super::{json, require_method, status, OAuth};
+use crate::accounts::store;
 use crate::accounts::{check_new_password, Password, MAX_PASSWORD_BYTES};
-use crate::app::State;
 use crate::body::Body;
 use crate::db::DbError;
 use crate::error::Rejection;
+use crate::request::RequestCtx;
 
 const WRONG_CURRENT: &str = "the current password is incorrect";
 
 pub async fn userinfo(
-    state: &Arc<State>,
+    oauth: &OAuth,
+    ctx: &mut RequestCtx<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::GET, Method::HEAD], "GET, HEAD")?;
-    let caller = authenticate(state, &req).await?;
-    let account = store::get_account(&state.db, caller.account_id)
-        .await
-        .map_err(|e| store_rejection(&e))?
+    let caller = oauth.authenticate(ctx, &req).await?;
+    let account = store::get_account(&oauth.db, caller.account_id)
+        .await?
         .ok_or(Rejection::InvalidToken)?;
     let mut body = serde_json::to_value(&account).map_err(|_| Rejection::Internal)?;
     body["scope"] = serde_json::Value::from(&*caller.scope);
@@ -51,14 +46,15 @@ pub async fn userinfo(
 }
 
 pub async fn change_password(
-    state: &Arc<State>,
+    oauth: &OAuth,
+    ctx: &mut RequestCtx<'_>,
     req: Request<Incoming>,
-    peer: SocketAddr,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let caller = authenticate(state, &req).await?;
+    let caller = oauth.authenticate(ctx, &req).await?;
+    let peer = ctx.peer;
     let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
     let current = form.require("current_password")?;
     let new = Password::new(form.require("new_password")?);
     check_new_password(&new).map_err(|e| {
@@ -69,7 +65,6 @@ pub async fn change_password(
         )
     })?;
 
-    let oauth = &state.oauth;
     let attempt = oauth
         .begin_attempt(Some(&caller.username), peer.ip())
         .await?;
@@ -77,7 +72,7 @@ pub async fn change_password(
         return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
     }
     let stored = async {
-        let conn = state.db.get().await.map_err(DbError::from)?;
+        let conn = oauth.db.get().await.map_err(DbError::from)?;
         store::password_of(&conn, caller.account_id).await
     }
     .await;
@@ -89,23 +84,21 @@ pub async fn change_password(
         }
         Err(e) => {
             oauth.throttle.abandoned(attempt);
-            return Err(db_rejection(&e));
+            return Err(e.into());
         }
     };
     match oauth.hasher.verify(Password::new(current), &phc).await {
         Err(e) => {
             oauth.throttle.abandoned(attempt);
-            return Err(hash_rejection(&e));
+            return Err(e.into());
         }
         Ok(true) if active => oauth.throttle.succeeded(attempt),
         Ok(_) => return Err(oauth.wrong_password(attempt, WRONG_CURRENT)),
     }
 
-    let revoked = store::set_password(&state.db, &oauth.hasher, caller.account_id, new)
-        .await
-        .map_err(|e| store_rejection(&e))?;
+    let revoked = store::set_password(&oauth.db, &oauth.hasher, caller.account_id, new).await?;
     for h in &revoked {
-        state.tokens.invalidate(h).await;
+        oauth.tokens.invalidate(h).await;
     }
     tracing::info!(
         account_id = caller.account_id,
@@ -113,19 +106,4 @@ pub async fn change_password(
         "password changed; tokens revoked"
     );
     Ok(status(StatusCode::NO_CONTENT))
-}
-
-fn store_rejection(e: &StoreError) -> Rejection {
-    match e {
-        StoreError::Db(e) => db_rejection(e),
-        StoreError::Hash(e) => hash_rejection(e),
-        StoreError::UnknownAccount(_) => Rejection::InvalidToken,
-        StoreError::Invalid(e) => {
-            Rejection::oauth(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-        }
-        other => {
-            tracing::error!(error = %other, "account update failed");
-            Rejection::Internal
-        }
-    }
 }

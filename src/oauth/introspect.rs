@@ -13,29 +13,28 @@
 //! `refresh_token` for refresh tokens). Answers come from the database, not
 //! the cache: introspection is authoritative.
 
-use std::sync::Arc;
-
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{authenticate, body_deadline, issue_rejection, json, require_method};
+use super::{json, require_method, OAuth};
 use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
-use crate::app::State;
 use crate::body::Body;
 use crate::db::unix_now;
 use crate::error::Rejection;
+use crate::request::RequestCtx;
 use crate::scope;
-use crate::tokens::issue::{self, IssueError};
+use crate::tokens::issue;
 use crate::tokens::{hash, store, Kind};
 
 pub async fn handle(
-    state: &Arc<State>,
+    oauth: &OAuth,
+    ctx: &mut RequestCtx<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let caller = authenticate(state, &req).await?;
+    let caller = oauth.authenticate(ctx, &req).await?;
     // Wildcards count as anywhere else (`scopegate:*` covers both).
     let allowed = |granted: &str| {
         scope::satisfies(granted, INTROSPECT_SCOPE) || scope::satisfies(granted, ADMIN_SCOPE)
@@ -48,14 +47,13 @@ pub async fn handle(
         });
     }
     let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
     let token = form.require("token")?;
     let now = unix_now();
     let active = match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            store::find_access(&state.db, &hash(token))
-                .await
-                .map_err(|e| issue_rejection(&IssueError::Db(e)))?
+            store::find_access(&oauth.db, &hash(token))
+                .await?
                 .filter(|r| r.is_valid(now))
                 .map(|r| Active {
                     scopes: r.scopes,
@@ -67,9 +65,8 @@ pub async fn handle(
                 })
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
-            issue::find_refresh(&state.db, &hash(token))
-                .await
-                .map_err(|e| issue_rejection(&e))?
+            issue::find_refresh(&oauth.db, &hash(token))
+                .await?
                 .filter(|r| r.active)
                 .map(|r| Active {
                     scopes: r.scopes,

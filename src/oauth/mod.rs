@@ -1,5 +1,5 @@
-//! The embedded OAuth2 endpoint (CONTRACT §4), served on the proxy
-//! listener under `/oauth`:
+//! The embedded OAuth2 endpoint, served on the proxy listener under
+//! `/oauth` (`docs/http.md`, "OAuth endpoints"):
 //!
 //! | path | method | module |
 //! |---|---|---|
@@ -10,11 +10,14 @@
 //! | `/oauth/password` | POST | [`account`] |
 //!
 //! Common rules: every response carries `Cache-Control: no-store` and
-//! `Pragma: no-cache` (attack case O17); forms are parsed strictly
+//! `Pragma: no-cache` (RFC 6749 §5.1); forms are parsed strictly
 //! ([`form`]); errors are RFC 6749 §5.2 bodies built by
 //! [`crate::error::Rejection`]; a database that cannot answer is 503 +
 //! `Retry-After`, never a 500 with details. There is no client registry:
 //! clients are public and client credentials, if sent, are ignored.
+//!
+//! Handlers take [`OAuth`], the endpoint's own state, and the request's
+//! [`RequestCtx`] (they record the caller in it for the access log).
 
 pub mod account;
 pub mod form;
@@ -24,32 +27,40 @@ pub mod throttle;
 pub mod token;
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::accounts::password::{HashError, Hasher};
-use crate::app::State;
+use crate::accounts::password::Hasher;
 use crate::body::{self, Body};
-use crate::config::Config;
-use crate::db::{DbError, DbPool};
+use crate::config::{Config, TokenConfig};
+use crate::db::DbPool;
 use crate::error::Rejection;
-use crate::gateway::authenticate::{credentials, Credentials};
-use crate::tokens::cache::Identity;
-use crate::tokens::issue::IssueError;
+use crate::request::RequestCtx;
+use crate::tokens::bearer::{credentials, Credentials};
+use crate::tokens::cache::{Identity, Validator};
 use throttle::{Attempt, Throttle};
 
-/// The OAuth endpoint's shared state (a field of [`State`]).
+/// The OAuth endpoint's state.
 pub struct OAuth {
-    /// The argon2 pool, shared with the admin API and bootstrap.
+    pub db: DbPool,
+    /// The validation cache shared with the gateway: Bearer-protected
+    /// endpoints validate like proxied requests, and revocations here
+    /// drop the cache entries at once.
+    pub tokens: Arc<Validator>,
+    /// The argon2 pool, shared with bootstrap.
     pub hasher: Arc<Hasher>,
     pub throttle: Throttle,
     pub stats: OAuthStats,
+    /// Lifetimes of the tokens issued here.
+    pub ttl: TokenConfig,
+    /// How long a form body may take to arrive.
+    body_deadline: Duration,
     _sweeper: Option<AbortOnDrop>,
 }
 
@@ -83,11 +94,58 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The endpoints under `/oauth` (and, reserved, `/.well-known`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    Revoke,
+    Introspect,
+    Userinfo,
+    Password,
+    /// Below `/oauth` or `/.well-known` but nothing we serve: 404, never
+    /// proxied.
+    Unknown,
+}
+
+impl Endpoint {
+    /// The access log's `route` field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Token => "oauth:token",
+            Endpoint::Revoke => "oauth:revoke",
+            Endpoint::Introspect => "oauth:introspect",
+            Endpoint::Userinfo => "oauth:userinfo",
+            Endpoint::Password => "oauth:password",
+            Endpoint::Unknown => "oauth:-",
+        }
+    }
+}
+
+/// The endpoint for a **normalized** path, or `None` when the path is not
+/// ours (`/oauth`, `/.well-known` and everything below them are).
+pub fn endpoint(path: &str) -> Option<Endpoint> {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if !under("/oauth") && !under("/.well-known") {
+        return None;
+    }
+    Some(match path {
+        "/oauth/token" => Endpoint::Token,
+        "/oauth/revoke" => Endpoint::Revoke,
+        "/oauth/introspect" => Endpoint::Introspect,
+        "/oauth/userinfo" => Endpoint::Userinfo,
+        "/oauth/password" => Endpoint::Password,
+        _ => Endpoint::Unknown,
+    })
+}
+
 impl OAuth {
     /// The hashing pool (`[login] hash_concurrency` threads), the throttle,
     /// and — with a grace window, inside a tokio runtime — the task that
     /// erases sealed successor pairs once their window has passed.
-    pub fn new(config: &Config, db: &DbPool) -> OAuth {
+    pub fn new(config: &Config, db: &DbPool, tokens: Arc<Validator>) -> OAuth {
         let grace = config.tokens.refresh_reuse_grace;
         let sweeper = match tokio::runtime::Handle::try_current() {
             Ok(rt) if !grace.is_zero() => {
@@ -107,11 +165,39 @@ impl OAuth {
             _ => None,
         };
         OAuth {
+            db: db.clone(),
+            tokens,
             hasher: Arc::new(Hasher::new(config.login.hash_concurrency)),
             throttle: Throttle::new(config.login.max_failures, config.login.window),
             stats: OAuthStats::default(),
+            ttl: config.tokens.clone(),
+            body_deadline: config.server.request_timeout.min(Duration::from_secs(30)),
             _sweeper: sweeper,
         }
+    }
+
+    /// Answer a request for one of our endpoints. Every answer, success or
+    /// error, carries `Cache-Control: no-store` and `Pragma: no-cache`.
+    pub async fn handle(
+        &self,
+        endpoint: Endpoint,
+        ctx: &mut RequestCtx<'_>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let peer = ctx.peer;
+        let result = match endpoint {
+            Endpoint::Token => token::handle(self, req, peer).await,
+            Endpoint::Revoke => revoke::handle(self, req).await,
+            Endpoint::Introspect => introspect::handle(self, ctx, req).await,
+            Endpoint::Userinfo => account::userinfo(self, ctx, req).await,
+            Endpoint::Password => account::change_password(self, ctx, req).await,
+            Endpoint::Unknown => Err(Rejection::NotFound),
+        };
+        let mut response = result.unwrap_or_else(Rejection::into_response);
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        response
     }
 
     /// Start a password check for `username` (normalized, if it can be
@@ -137,42 +223,22 @@ impl OAuth {
         OAuthStats::bump(&self.stats.login_failures);
         invalid_grant(description)
     }
-}
 
-/// Is `path` ours (`/oauth` or below)?
-pub fn is_oauth_path(path: &str) -> bool {
-    path == "/oauth" || path.starts_with("/oauth/")
-}
-
-/// Answer a request for `/oauth` or a path below it.
-pub async fn handle(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let (endpoint, result) = match req.uri().path() {
-        "/oauth/token" => ("token", token::handle(state, req, peer).await),
-        "/oauth/revoke" => ("revoke", revoke::handle(state, req).await),
-        "/oauth/introspect" => ("introspect", introspect::handle(state, req).await),
-        "/oauth/userinfo" => ("userinfo", account::userinfo(state, req).await),
-        "/oauth/password" => ("password", account::change_password(state, req, peer).await),
-        _ => ("-", Err(Rejection::NotFound)),
-    };
-    let mut response = result.unwrap_or_else(Rejection::into_response);
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    tracing::info!(
-        target: "scopegate::access",
-        %peer,
-        method = %method,
-        route = endpoint,
-        status = response.status().as_u16(),
-        micros = start.elapsed().as_micros() as u64,
-    );
-    response
+    /// The caller of a Bearer-protected endpoint, validated like any
+    /// proxied request (same cache, same 400/401/503 answers), recorded in
+    /// `ctx` for the access log.
+    async fn authenticate<B>(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        req: &Request<B>,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let identity = match credentials(req.headers(), req.uri().query())? {
+            Credentials::Bearer(token) => self.tokens.validate(token).await?,
+            Credentials::None => return Err(Rejection::MissingCredentials),
+        };
+        ctx.identity = Some(identity.clone());
+        Ok(identity)
+    }
 }
 
 /// 405 unless the method is `allowed` (`allow` is the `Allow` value).
@@ -190,24 +256,6 @@ fn require_method(
     }
 }
 
-/// The caller of a Bearer-protected endpoint, validated like any proxied
-/// request (same cache, same 400/401/503 answers).
-async fn authenticate<B>(state: &State, req: &Request<B>) -> Result<Arc<Identity>, Rejection> {
-    match credentials(req.headers(), req.uri().query())? {
-        Credentials::Bearer(token) => state.tokens.validate(token).await,
-        Credentials::None => Err(Rejection::MissingCredentials),
-    }
-}
-
-/// How long a form body may take to arrive.
-fn body_deadline(state: &State) -> Duration {
-    state
-        .config
-        .server
-        .request_timeout
-        .min(Duration::from_secs(30))
-}
-
 /// A 200 JSON answer.
 fn json(value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(body::json(value));
@@ -222,47 +270,6 @@ fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(body::empty());
     *r.status_mut() = code;
     r
-}
-
-/// The database failed: 503 when it could not be reached (or answer in
-/// time), 500 for anything else (details logged, never sent). Every query
-/// error here went through [`crate::db::classify`].
-fn db_rejection(e: &DbError) -> Rejection {
-    match e {
-        DbError::Unavailable(msg) => {
-            tracing::warn!(error = %msg, "database unavailable");
-            Rejection::Unavailable {
-                retry_after_secs: crate::tokens::cache::RETRY_AFTER_SECS,
-            }
-        }
-        DbError::Query(q) => {
-            tracing::error!(error = %q, "database query failed");
-            Rejection::Internal
-        }
-    }
-}
-
-fn issue_rejection(e: &IssueError) -> Rejection {
-    match e {
-        IssueError::Db(e) => db_rejection(e),
-        IssueError::Random(msg) => {
-            tracing::error!(error = %msg, "cannot generate a token");
-            Rejection::Internal
-        }
-    }
-}
-
-/// The hashing pool is saturated: 503 with a short `Retry-After`.
-fn hash_rejection(e: &HashError) -> Rejection {
-    match e {
-        HashError::Busy => Rejection::Overloaded {
-            retry_after_secs: 1,
-        },
-        other => {
-            tracing::error!(error = %other, "password hashing failed");
-            Rejection::Internal
-        }
-    }
 }
 
 /// `400 invalid_grant` with a fixed description.
@@ -306,9 +313,12 @@ mod tests {
 
     #[test]
     fn oauth_paths() {
-        assert!(is_oauth_path("/oauth"));
-        assert!(is_oauth_path("/oauth/token"));
-        assert!(!is_oauth_path("/oauthx"));
-        assert!(!is_oauth_path("/api/oauth/token"));
+        assert_eq!(endpoint("/oauth"), Some(Endpoint::Unknown));
+        assert_eq!(endpoint("/oauth/token"), Some(Endpoint::Token));
+        assert_eq!(endpoint("/oauth/token/x"), Some(Endpoint::Unknown));
+        assert_eq!(endpoint("/.well-known/x"), Some(Endpoint::Unknown));
+        assert_eq!(endpoint("/oauthx"), None);
+        assert_eq!(endpoint("/.well-knownx"), None);
+        assert_eq!(endpoint("/api/oauth/token"), None);
     }
 }

@@ -15,40 +15,30 @@
 //! - Revoked access tokens are dropped from this replica's cache at once.
 //! - The database unreachable: 503 + `Retry-After` (RFC 7009 §2.2.1).
 
-use std::sync::Arc;
-
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{body_deadline, issue_rejection, require_method, status};
-use crate::app::State;
+use super::{require_method, status, OAuth};
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::tokens::{hash, issue, Kind};
 
-pub async fn handle(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Rejection> {
+pub async fn handle(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
     let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
     let token = form.require("token")?;
     let key = hash(token);
     match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            issue::revoke_access(&state.db, &key)
-                .await
-                .map_err(|e| issue_rejection(&e))?;
-            state.tokens.invalidate(&key).await;
+            issue::revoke_access(&oauth.db, &key).await?;
+            oauth.tokens.invalidate(&key).await;
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
-            let revoked = issue::revoke_refresh(&state.db, &key)
-                .await
-                .map_err(|e| issue_rejection(&e))?;
+            let revoked = issue::revoke_refresh(&oauth.db, &key).await?;
             for h in &revoked {
-                state.tokens.invalidate(h).await;
+                oauth.tokens.invalidate(h).await;
             }
         }
         _ => {}

@@ -25,19 +25,14 @@
 //! from this replica's cache before we answer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{
-    body_deadline, db_rejection, hash_rejection, invalid_grant, invalid_scope, issue_rejection,
-    json, require_method, OAuthStats,
-};
+use super::{invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
 use crate::accounts::store::find_login;
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
-use crate::app::State;
 use crate::body::Body;
 use crate::db::DbError;
 use crate::error::Rejection;
@@ -48,16 +43,16 @@ const BAD_CREDENTIALS: &str = "the username or password is incorrect";
 const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
 
 pub async fn handle(
-    state: &Arc<State>,
+    oauth: &OAuth,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
     let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, body_deadline(state)).await?;
+    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
     match form.require("grant_type")? {
-        "password" => password_grant(state, &form, peer).await,
-        "refresh_token" => refresh_grant(state, &form).await,
+        "password" => password_grant(oauth, &form, peer).await,
+        "refresh_token" => refresh_grant(oauth, &form).await,
         _ => Err(Rejection::oauth(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -89,11 +84,10 @@ fn token_response(pair: &IssuedPair) -> Response<Body> {
 }
 
 async fn password_grant(
-    state: &Arc<State>,
+    oauth: &OAuth,
     form: &Form,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Rejection> {
-    let oauth = &state.oauth;
     let raw_username = form.require("username")?;
     let raw_password = form.require("password")?;
     let requested = requested_scope(form)?;
@@ -105,7 +99,7 @@ async fn password_grant(
     };
 
     let record = async {
-        let conn = state.db.get().await.map_err(DbError::from)?;
+        let conn = oauth.db.get().await.map_err(DbError::from)?;
         find_login(&conn, &username).await
     }
     .await;
@@ -113,7 +107,7 @@ async fn password_grant(
         Ok(r) => r,
         Err(e) => {
             oauth.throttle.abandoned(attempt);
-            return Err(db_rejection(&e));
+            return Err(e.into());
         }
     };
     let password = Password::new(raw_password);
@@ -124,7 +118,7 @@ async fn password_grant(
     let record = match (verified, record) {
         (Err(e), _) => {
             oauth.throttle.abandoned(attempt);
-            return Err(hash_rejection(&e));
+            return Err(e.into());
         }
         (Ok(true), Some(r)) if r.is_active => r,
         _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
@@ -134,52 +128,39 @@ async fn password_grant(
     let scopes =
         issue::select_scopes(record.scopes, requested.as_deref()).ok_or_else(invalid_scope)?;
     let issued = async {
-        let conn = state.db.get().await.map_err(DbError::from)?;
-        issue::issue(
-            &conn,
-            record.account_id,
-            &scopes,
-            &state.config.tokens,
-            None,
-        )
-        .await
+        let conn = oauth.db.get().await.map_err(DbError::from)?;
+        issue::issue(&conn, record.account_id, &scopes, &oauth.ttl, None).await
     }
     .await;
-    match issued {
-        Ok((pair, _)) => {
-            OAuthStats::bump(&oauth.stats.logins);
-            Ok(token_response(&pair))
-        }
-        Err(e) => Err(issue_rejection(&e)),
-    }
+    let (pair, _) = issued?;
+    OAuthStats::bump(&oauth.stats.logins);
+    Ok(token_response(&pair))
 }
 
-async fn refresh_grant(state: &Arc<State>, form: &Form) -> Result<Response<Body>, Rejection> {
+async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rejection> {
     let token = form.require("refresh_token")?;
     let requested = requested_scope(form)?;
     if !crate::tokens::is_well_formed(token, Kind::Refresh) {
         // An access token, or anything else that cannot be a refresh token.
         return Err(invalid_grant(BAD_REFRESH));
     }
-    let outcome = issue::refresh(&state.db, token, requested.as_deref(), &state.config.tokens)
-        .await
-        .map_err(|e| issue_rejection(&e))?;
+    let outcome = issue::refresh(&oauth.db, token, requested.as_deref(), &oauth.ttl).await?;
     match outcome {
         RefreshOutcome::Issued(pair) => {
-            OAuthStats::bump(&state.oauth.stats.refreshes);
+            OAuthStats::bump(&oauth.stats.refreshes);
             Ok(token_response(&pair))
         }
         RefreshOutcome::Replayed(pair) => Ok(token_response(&pair)),
         RefreshOutcome::Invalid => Err(invalid_grant(BAD_REFRESH)),
         RefreshOutcome::InvalidScope => Err(invalid_scope()),
         RefreshOutcome::Reused { revoked } => {
-            OAuthStats::bump(&state.oauth.stats.refresh_reuse);
+            OAuthStats::bump(&oauth.stats.refresh_reuse);
             tracing::warn!(
                 revoked_access_tokens = revoked.len(),
                 "a rotated refresh token was presented again; its family is revoked"
             );
             for h in &revoked {
-                state.tokens.invalidate(h).await;
+                oauth.tokens.invalidate(h).await;
             }
             Err(invalid_grant(BAD_REFRESH))
         }

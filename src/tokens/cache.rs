@@ -40,7 +40,6 @@ use super::store::{self, AccessRecord};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{unix_now, DbError};
-use crate::error::Rejection;
 
 /// The caller of a valid access token, as the gateway forwards it.
 #[derive(Debug)]
@@ -135,13 +134,21 @@ pub struct Validator {
     lookups: AtomicU64,
 }
 
-/// How long a client is told to wait after a 503.
-pub const RETRY_AFTER_SECS: u32 = 2;
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Unknown, malformed, expired or revoked, or its account is inactive:
+    /// a 401 `invalid_token`.
+    #[error("the access token is unknown, expired or revoked")]
+    Invalid,
+    /// The database cannot vouch for it right now (and no recent enough
+    /// confirmation is cached): a 503, never a 401 and never a pass.
+    #[error("the token store cannot be reached")]
+    Unavailable,
+}
 
-fn unavailable() -> Rejection {
-    Rejection::Unavailable {
-        retry_after_secs: RETRY_AFTER_SECS,
-    }
+fn unavailable() -> TokenError {
+    TokenError::Unavailable
 }
 
 impl Validator {
@@ -184,23 +191,23 @@ impl Validator {
     }
 
     /// Validate a bearer token: `Ok` with its identity, or the rejection.
-    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, Rejection> {
+    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
         if !is_well_formed(token, Kind::Access) {
-            return Err(Rejection::InvalidToken);
+            return Err(TokenError::Invalid);
         }
         let key = hash(token);
         let now = Instant::now();
         match self.cache.get(&key).await {
             Some(Entry::Valid(e)) => {
                 if now >= e.expires_at {
-                    return Err(Rejection::InvalidToken);
+                    return Err(TokenError::Invalid);
                 }
                 if e.trusted && now.duration_since(e.confirmed) < self.max_staleness {
                     return Ok(e.identity.clone());
                 }
                 self.recheck(key, now).await
             }
-            Some(Entry::Invalid) => Err(Rejection::InvalidToken),
+            Some(Entry::Invalid) => Err(TokenError::Invalid),
             None => self.fill(key).await,
         }
     }
@@ -249,10 +256,10 @@ impl Validator {
     }
 
     /// A miss: one query for all concurrent callers (errors shared too).
-    async fn fill(&self, key: TokenHash) -> Result<Arc<Identity>, Rejection> {
+    async fn fill(&self, key: TokenHash) -> Result<Arc<Identity>, TokenError> {
         match self.cache.try_get_with(key, self.lookup(&key)).await {
             Ok(Entry::Valid(e)) => Ok(e.identity.clone()),
-            Ok(Entry::Invalid) => Err(Rejection::InvalidToken),
+            Ok(Entry::Invalid) => Err(TokenError::Invalid),
             Err(e) => {
                 tracing::warn!(error = %e, "token lookup failed");
                 Err(unavailable())
@@ -261,7 +268,7 @@ impl Validator {
     }
 
     /// A stale hit: re-confirm with the database, once per key at a time.
-    async fn recheck(&self, key: TokenHash, seen_at: Instant) -> Result<Arc<Identity>, Rejection> {
+    async fn recheck(&self, key: TokenHash, seen_at: Instant) -> Result<Arc<Identity>, TokenError> {
         let outcome = self
             .cache
             .entry(key)
@@ -300,7 +307,7 @@ impl Validator {
         match entry {
             Some(Entry::Valid(e)) => {
                 if now >= e.expires_at {
-                    return Err(Rejection::InvalidToken);
+                    return Err(TokenError::Invalid);
                 }
                 if e.confirmed >= seen_at {
                     // Confirmed by the database while we waited.
@@ -312,7 +319,7 @@ impl Validator {
                     Err(unavailable())
                 }
             }
-            Some(Entry::Invalid) => Err(Rejection::InvalidToken),
+            Some(Entry::Invalid) => Err(TokenError::Invalid),
             None => Err(unavailable()),
         }
     }

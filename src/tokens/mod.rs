@@ -6,6 +6,7 @@
 //! never be used as the other. Only the SHA-256 of the whole token string
 //! (hex in the database, raw bytes as the cache key) is ever stored.
 
+pub mod bearer;
 pub mod cache;
 pub mod issue;
 pub mod store;

@@ -216,7 +216,10 @@ async fn token_spraying_is_bounded_by_max_entries() {
         let results =
             futures_util::future::join_all(batch.iter().map(|t| tokens.validate(t))).await;
         for r in results {
-            assert_eq!(r.unwrap_err(), scopegate::error::Rejection::InvalidToken);
+            assert_eq!(
+                r.unwrap_err(),
+                scopegate::tokens::cache::TokenError::Invalid
+            );
         }
         done += 64;
     }

@@ -1,8 +1,9 @@
-//! The authenticate phase's parsing half: which credentials, if any, a
-//! request carries (RFC 6750 §2.1). Validation against the token store is
-//! [`crate::tokens::cache::Validator`].
+//! Which credentials, if any, a request carries (RFC 6750 §2.1): the
+//! parsing half of authentication, shared by the gateway's authenticate
+//! phase and the Bearer-protected `/oauth/*` endpoints. Validation against
+//! the token store is [`crate::tokens::cache::Validator`].
 //!
-//! Decisions (CONTRACT §3, attack cases K1-K8):
+//! Decisions (`docs/http.md`, "Bearer credentials"):
 //! - more than one `Authorization` header -> 400 `invalid_request`;
 //! - the scheme `Bearer` is case-insensitive and is followed by exactly one
 //!   space and a b64token; anything else after `Bearer` (empty, two spaces,
@@ -18,7 +19,11 @@
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
-use crate::error::Rejection;
+/// Malformed Bearer credentials: a 400 `invalid_request` (RFC 6750 §3.1).
+/// The description is fixed text; nothing the client sent is echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedCredentials(pub &'static str);
 
 /// The credentials a request presents.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,10 +38,10 @@ const MAX_TOKEN_LEN: usize = 4096;
 pub fn credentials<'a>(
     headers: &'a HeaderMap,
     query: Option<&str>,
-) -> Result<Credentials<'a>, Rejection> {
+) -> Result<Credentials<'a>, MalformedCredentials> {
     if let Some(q) = query {
         if query_has_access_token(q) {
-            return Err(Rejection::InvalidAuthRequest(
+            return Err(MalformedCredentials(
                 "access tokens are not accepted in the query string; use the Authorization header",
             ));
         }
@@ -46,9 +51,7 @@ pub fn credentials<'a>(
         return Ok(Credentials::None);
     };
     if values.next().is_some() {
-        return Err(Rejection::InvalidAuthRequest(
-            "more than one Authorization header",
-        ));
+        return Err(MalformedCredentials("more than one Authorization header"));
     }
     let bytes = value.as_bytes();
     let scheme_end = bytes
@@ -64,16 +67,12 @@ pub fn credentials<'a>(
         _ => &[][..],
     };
     if token.is_empty() || token.len() > MAX_TOKEN_LEN || !is_b64token(token) {
-        return Err(Rejection::InvalidAuthRequest(
-            "malformed Bearer credentials",
-        ));
+        return Err(MalformedCredentials("malformed Bearer credentials"));
     }
     // b64token is ASCII, so this cannot fail.
     match std::str::from_utf8(token) {
         Ok(t) => Ok(Credentials::Bearer(t)),
-        Err(_) => Err(Rejection::InvalidAuthRequest(
-            "malformed Bearer credentials",
-        )),
+        Err(_) => Err(MalformedCredentials("malformed Bearer credentials")),
     }
 }
 
@@ -99,7 +98,10 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn creds(values: &[&[u8]], query: Option<&str>) -> Result<Option<String>, Rejection> {
+    fn creds(
+        values: &[&[u8]],
+        query: Option<&str>,
+    ) -> Result<Option<String>, MalformedCredentials> {
         let mut h = HeaderMap::new();
         for v in values {
             h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
@@ -142,7 +144,7 @@ mod tests {
         ] {
             let r = creds(&[bad], None);
             assert!(
-                matches!(r, Err(Rejection::InvalidAuthRequest(_))),
+                matches!(r, Err(MalformedCredentials(_))),
                 "{:?} -> {r:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -162,7 +164,7 @@ mod tests {
     fn two_headers_are_invalid() {
         assert!(matches!(
             creds(&[b"Bearer a", b"Bearer b"], None),
-            Err(Rejection::InvalidAuthRequest(_))
+            Err(MalformedCredentials(_))
         ));
     }
 
@@ -170,7 +172,7 @@ mod tests {
     fn query_tokens_are_refused() {
         for q in ["access_token=x", "a=1&access_token=", "access%5Ftoken=x"] {
             assert!(
-                matches!(creds(&[], Some(q)), Err(Rejection::InvalidAuthRequest(_))),
+                matches!(creds(&[], Some(q)), Err(MalformedCredentials(_))),
                 "{q}"
             );
         }

@@ -1,6 +1,4 @@
-//! `scopegate serve` and `scopegate dev`.
-//!
-//! `dev` is the one-command demo: an embedded Postgres cluster under
+//! `scopegate dev`, the one-command demo: an embedded Postgres cluster under
 //! `.scopegate/postgres` (created on first run, reused after, stopped on
 //! exit if we started it), migrations, the bootstrap admin, the echo
 //! upstream on 127.0.0.1:9000 and the gateway, then a `curl` walk-through.
@@ -10,8 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::serve::bootstrap;
+use super::{connect_configured, shutdown_signal, CliResult, Failure};
 use crate::app::App;
-use crate::cli::{connect_configured, shutdown_signal, CliResult, Failure};
 use crate::config::{Config, Secret};
 use crate::db::embedded::{Binaries, Cluster};
 
@@ -21,17 +20,6 @@ pub const DEV_DATA_DIR: &str = ".scopegate/postgres";
 const DEV_DATABASE: &str = "scopegate";
 /// The demo upstream's address.
 pub const DEV_ECHO: &str = "127.0.0.1:9000";
-
-/// `scopegate serve`: the configured database must exist and be migrated.
-pub async fn serve(config: Config) -> CliResult {
-    let pool = connect_configured(&config).await?;
-    let app = App::build(config, pool).map_err(|e| Failure::runtime(e.to_string()))?;
-    bootstrap(&app).await?;
-    tracing::info!(proxy = %app.proxy_addr(), admin = %app.admin_addr(), "scopegate listening");
-    app.run(shutdown_signal()).await;
-    tracing::info!("stopped");
-    Ok(())
-}
 
 /// `scopegate dev`.
 pub async fn dev(mut config: Config) -> CliResult {
@@ -181,13 +169,4 @@ fn walkthrough(proxy: SocketAddr) -> String {
          \x20 curl -i -H \"Authorization: Bearer $TOKEN\" {g}/reports            # 403: nobody holds reports:read\n\
          \x20 curl -i -H \"Authorization: Bearer sga_bogus\" {g}/admin-area/x    # 401: invalid_token\n"
     )
-}
-
-/// Create the bootstrap administrator if there is none (password printed
-/// once on stdout, never logged).
-async fn bootstrap(app: &App) -> CliResult {
-    let state = app.state();
-    crate::accounts::bootstrap::bootstrap_and_print(&state.db, &state.oauth.hasher)
-        .await
-        .map_err(|e| Failure::runtime(format!("cannot create the bootstrap administrator: {e}")))
 }

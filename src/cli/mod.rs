@@ -1,7 +1,16 @@
-//! The command line (CONTRACT §1): clap definitions and dispatch.
+//! The command line, at the edge of the crate: clap definitions, dispatch,
+//! and one file per command group ([`serve`], [`dev`], [`account`] for
+//! accounts, scopes and roles, [`route`] for `route explain` and
+//! `check-config`). Commands call into the library and print what it
+//! returns; nothing below this module prints or knows about exit codes.
 //!
-//! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
-//! Errors are one line naming what to fix.
+//! Exit codes (`docs/operations.md`): 0 ok, 1 runtime failure, 2 usage or
+//! configuration error. Errors are one line naming what to fix.
+
+pub mod account;
+pub mod dev;
+pub mod route;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,17 +55,17 @@ pub enum Command {
     /// Manage accounts (passwords from stdin or a prompt, never arguments)
     Account {
         #[command(subcommand)]
-        command: crate::accounts::cli::AccountCommand,
+        command: account::AccountCommand,
     },
     /// Manage scopes
     Scope {
         #[command(subcommand)]
-        command: crate::accounts::cli::ScopeCommand,
+        command: account::ScopeCommand,
     },
     /// Manage roles
     Role {
         #[command(subcommand)]
-        command: crate::accounts::cli::RoleCommand,
+        command: account::RoleCommand,
     },
     /// Run a small upstream that answers with the request it saw, as JSON
     Echo {
@@ -118,8 +127,9 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr through a background writer thread: a slow or full
-/// log sink drops lines instead of blocking request handling (attack case
-/// F15). The guard flushes what is queued when `main` returns.
+/// log sink drops lines instead of blocking request handling
+/// (`docs/operations.md`, "Logs"). The guard flushes what is queued when
+/// `main` returns.
 fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SCOPEGATE_LOG")
@@ -159,34 +169,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn run(cli: Cli) -> CliResult {
     match &cli.command {
-        Command::CheckConfig => {
-            let path = config_path(&cli.config, false);
-            match Config::load(&path) {
-                Ok(c) => {
-                    println!("{}: ok ({} routes)", path.display(), c.routes.len());
-                    Ok(())
-                }
-                Err(errs) => {
-                    for e in &errs.0 {
-                        eprintln!("{e}");
-                    }
-                    Err(Failure {
-                        code: 2,
-                        message: format!("{} error(s) in {}", errs.0.len(), path.display()),
-                    })
-                }
-            }
-        }
+        Command::CheckConfig => route::check_config(&cli.config),
         Command::Route {
             command: RouteCommand::Explain { method, path, host },
-        } => {
-            let config = load_config(&cli.config, false)?;
-            println!(
-                "{}",
-                crate::gateway::explain(&config, method, path, host.as_deref())?
-            );
-            Ok(())
-        }
+        } => route::explain(&cli.config, method, path, host.as_deref()),
         Command::Migrate => {
             let config = load_config(&cli.config, false)?;
             runtime()?.block_on(async {
@@ -222,16 +208,16 @@ fn run(cli: Cli) -> CliResult {
             .await;
             Ok(())
         }),
-        Command::Account { command } => crate::accounts::cli::account(&cli.config, command),
-        Command::Scope { command } => crate::accounts::cli::scope(&cli.config, command),
-        Command::Role { command } => crate::accounts::cli::role(&cli.config, command),
+        Command::Account { command } => account::account(&cli.config, command),
+        Command::Scope { command } => account::scope(&cli.config, command),
+        Command::Role { command } => account::role(&cli.config, command),
         Command::Serve => {
             let config = load_config(&cli.config, false)?;
-            runtime()?.block_on(crate::dev::serve(config))
+            runtime()?.block_on(serve::serve(config))
         }
         Command::Dev => {
             let config = load_config(&cli.config, true)?;
-            runtime()?.block_on(crate::dev::dev(config))
+            runtime()?.block_on(dev::dev(config))
         }
     }
 }

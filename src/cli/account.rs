@@ -1,4 +1,5 @@
-//! `scopegate account|scope|role ...` (CONTRACT §1).
+//! `scopegate account|scope|role ...` (`docs/operations.md`, "Accounts,
+//! scopes and roles").
 //!
 //! Passwords are never arguments: `account create` and `set-password` read
 //! one line from stdin when stdin is not a terminal (`echo "$PW" |
@@ -11,10 +12,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::password::Hasher;
-use super::store::{self, NewAccount, StoreError};
-use super::Password;
-use crate::cli::{connect_configured, load_config, runtime, CliResult, Failure};
+use super::{connect_configured, load_config, runtime, CliResult, Failure};
+use crate::accounts::password::Hasher;
+use crate::accounts::store::{self, NewAccount, StoreError};
+use crate::accounts::{check_new_password, normalize_username, Password};
 use crate::db::DbPool;
 
 #[derive(Subcommand, Debug)]
@@ -141,7 +142,7 @@ fn read_password(what: &str) -> Result<Password, Failure> {
 }
 
 fn check_password(p: &Password) -> Result<(), Failure> {
-    super::check_new_password(p).map_err(|e| Failure::usage(e.to_string()))
+    check_new_password(p).map_err(|e| Failure::usage(e.to_string()))
 }
 
 pub fn account(config: &Option<PathBuf>, command: &AccountCommand) -> CliResult {
@@ -154,7 +155,7 @@ pub fn account(config: &Option<PathBuf>, command: &AccountCommand) -> CliResult 
             roles,
         } => {
             // Reject a bad username before asking for a password.
-            super::normalize_username(username).map_err(|e| Failure::usage(e.to_string()))?;
+            normalize_username(username).map_err(|e| Failure::usage(e.to_string()))?;
             let password = read_password("password")?;
             check_password(&password)?;
             with_pool(config, |pool| async move {

@@ -1,0 +1,61 @@
+//! The proxy listener's front door: every request gets a
+//! [`RequestCtx`], goes through `check_request` and `normalize`, and then
+//! either to the OAuth endpoints (`/oauth/*`, decided on the normalized
+//! path, so no spelling of it is ever proxied) or through the gateway's
+//! `route -> authenticate -> authorize -> forward`. The `log` phase ends
+//! every request, whoever answered it.
+
+use std::net::SocketAddr;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::error::Rejection;
+use crate::gateway::forward::{self, UpstreamClient};
+use crate::gateway::route::{forwarded_path, RouteTable};
+use crate::gateway::{self, Gateway};
+use crate::oauth::{self, OAuth};
+use crate::request::{self, RequestCtx};
+
+/// Answer one request on the proxy listener.
+pub async fn handle(
+    gateway: &Gateway,
+    oauth: &OAuth,
+    upstream: &UpstreamClient,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let mut ctx = RequestCtx::new(&req, peer);
+    // The route table this request is decided and logged with, even if a
+    // reload swaps it meanwhile.
+    let routes = gateway.routes.load();
+    let mut response = match phases(gateway, oauth, upstream, &routes, req, &mut ctx).await {
+        Ok(r) => r,
+        Err(rejection) => rejection.into_response(),
+    };
+    request::log(&ctx, &mut response);
+    response
+}
+
+async fn phases<'r>(
+    gateway: &Gateway,
+    oauth: &OAuth,
+    upstream: &UpstreamClient,
+    routes: &'r RouteTable,
+    req: Request<Incoming>,
+    ctx: &mut RequestCtx<'r>,
+) -> Result<Response<Body>, Rejection> {
+    gateway::check_request(&req, &gateway.limits)?;
+    let path = gateway::normalize(&req)?;
+    if let Some(endpoint) = oauth::endpoint(&path) {
+        ctx.label = endpoint.label();
+        return Ok(oauth.handle(endpoint, ctx, req).await);
+    }
+    let route = gateway::route(routes, &req, &path)?;
+    ctx.label = &route.config.name;
+    ctx.identity = gateway::authenticate(&gateway.tokens, &req, route).await?;
+    gateway::authorize(ctx.identity.as_deref(), route)?;
+    let upstream_path = forwarded_path(route, &path).into_owned();
+    forward::forward(upstream, req, ctx, route, &upstream_path, &gateway.limits).await
+}

@@ -1,0 +1,120 @@
+//! The per-request context and the final `log` phase.
+//!
+//! Every request on the proxy listener, proxied or answered by `/oauth/*`,
+//! gets one [`RequestCtx`] when it arrives. The phases (`docs/http.md`,
+//! "Request phases") fill it in as they learn things (which route or
+//! endpoint, whose token) instead of passing out-parameters around, and
+//! [`log`] runs last on success and failure alike: it echoes the request id
+//! to the client and writes the one access-log line, so every answer looks
+//! the same in the log whoever produced it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+
+use crate::body::Body;
+use crate::tokens::cache::Identity;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the phases know about one request.
+pub struct RequestCtx<'a> {
+    /// When the request arrived (for the latency in the log line).
+    pub start: Instant,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    pub method: Method,
+    /// The client's `X-Request-Id` when it is sane, else a new one; sent
+    /// upstream and echoed to the client.
+    pub request_id: HeaderValue,
+    /// What served the request: a route name, an `oauth:<endpoint>`, or
+    /// `-` when it was rejected before either was known.
+    pub label: &'a str,
+    /// The caller, once a token was validated.
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl<'a> RequestCtx<'a> {
+    pub fn new<B>(req: &Request<B>, peer: SocketAddr) -> RequestCtx<'a> {
+        RequestCtx {
+            start: Instant::now(),
+            peer,
+            method: req.method().clone(),
+            request_id: req
+                .headers()
+                .get(&X_REQUEST_ID)
+                .filter(|v| sane_request_id(v))
+                .cloned()
+                .unwrap_or_else(new_request_id),
+            label: "-",
+            identity: None,
+        }
+    }
+}
+
+/// The last phase: echo the request id and write the access-log line.
+pub fn log(ctx: &RequestCtx<'_>, response: &mut Response<Body>) {
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    tracing::info!(
+        target: "scopegate::access",
+        peer = %ctx.peer,
+        method = %ctx.method,
+        route = ctx.label,
+        status = response.status().as_u16(),
+        account_id = ctx.identity.as_ref().map(|i| i.account_id),
+        request_id = ctx.request_id.to_str().unwrap_or("-"),
+        micros = ctx.start.elapsed().as_micros() as u64,
+    );
+}
+
+/// A request id we accept from a client: 1-128 visible ASCII characters.
+pub fn sane_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+/// A new request id: a per-process random prefix and a counter (unique,
+/// cheap, not secret), 32 lowercase hex digits, encoded without `fmt`.
+pub fn new_request_id() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 8];
+        let _ = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b);
+        u64::from_le_bytes(b)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    hex::encode_to_slice(prefix.to_be_bytes(), &mut buf[..16])
+        .and_then(|()| hex::encode_to_slice(n.to_be_bytes(), &mut buf[16..]))
+        .ok()
+        .and_then(|()| HeaderValue::from_bytes(&buf).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(sane_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!sane_request_id(&HeaderValue::from_static("")));
+        assert!(!sane_request_id(&HeaderValue::from_static("a b")));
+        assert!(!sane_request_id(
+            &HeaderValue::from_str(&"a".repeat(129)).unwrap()
+        ));
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        assert!(sane_request_id(&a));
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
+    }
+}
