@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod cli;
 mod foundation;
+mod front_door;
 mod gateway;
 mod gateway_cache;
 mod gateway_stream;
