@@ -1,4 +1,4 @@
-//! End-to-end load harness (CONTRACT §8): `wrk` against
+//! End-to-end load harness: `wrk` against
 //!
 //! - `direct`:    the echo upstream itself;
 //! - `nginx`:     nginx `proxy_pass` to the same upstream, no auth (the bar);
@@ -15,7 +15,7 @@
 //! proxy machinery alone, without authorization).
 //!
 //! A second part measures the gateway's p99 while password logins run at
-//! their maximum rate (CONTRACT §8: p99 within 1.2x), alternating runs
+//! their maximum rate (target: p99 within 1.2x), alternating runs
 //! without and with a login storm from `E2E_LOGIN_CLIENTS` (6) clients.
 
 use std::io::Write;

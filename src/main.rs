@@ -1,5 +1,5 @@
 // mimalloc: measured ~12% more proxy throughput than the system allocator
-// on this workload (perf-baseline.md); the library leaves the choice to
+// on this workload (README, "Performance"); the library leaves the choice to
 // the binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

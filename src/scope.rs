@@ -1,4 +1,5 @@
-//! OAuth scope strings (RFC 6749 §3.3) and the wildcard rule of CONTRACT §2.
+//! OAuth scope strings (RFC 6749 §3.3) and scopegate's one extension, the
+//! `prefix:*` wildcard (`docs/configuration.md`, "Scopes").
 //!
 //! A scope-token is one or more printable ASCII characters other than space,
 //! `"` and `\` (`%x21 / %x23-5B / %x5D-7E`). Matching is exact and

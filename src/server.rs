@@ -1,6 +1,7 @@
 //! The HTTP listener shared by the proxy, the admin API and `echo`:
 //! hyper-util's `auto::Builder` (HTTP/1.1 and h2c on one port), with the
-//! limits of CONTRACT §2 applied at the connection level:
+//! limits of `docs/configuration.md` (`[server]`) applied at the connection
+//! level:
 //!
 //! - header section larger than `max_header_bytes` -> 431 (hyper answers it);
 //! - headers not complete within `header_read_timeout` -> connection closed

@@ -3,7 +3,8 @@
 //!
 //! The pool is deadpool-postgres over tokio-postgres with short timeouts
 //! everywhere: a request that needs the database while it is slow or gone
-//! must fail fast (503) instead of queueing (attack cases F3, F4).
+//! must fail fast (503) instead of queueing (`docs/security.md`,
+//! "Database outage").
 
 pub mod embedded;
 pub mod migrate;

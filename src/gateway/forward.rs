@@ -2,7 +2,7 @@
 //! a pooled hyper-util client, stream both bodies, and hand WebSocket
 //! upgrades over to a bidirectional copy.
 //!
-//! Header policy (CONTRACT §3, attack cases H1-H6):
+//! Header policy (`docs/http.md`, "Forwarding headers"; RFC 9110 §7.6.1):
 //! - hop-by-hop headers (RFC 9110 §7.6.1) and every header named in
 //!   `Connection`/`Proxy-Connection` are removed first;
 //! - identity and forwarding headers a client could spoof are removed next,

@@ -1,7 +1,7 @@
 //! The normalize phase: one canonical form of the request path, decided
 //! once. Routing decides on it and forwarding sends it, so the bytes the
 //! upstream receives are the bytes the gateway authorized: `/public/../admin`
-//! can never reach `/admin` under `/public`'s rules (attack cases P1-P12).
+//! can never reach `/admin` under `/public`'s rules (`docs/security.md`, "Path normalization").
 //!
 //! [`normalize_path`] takes the path of the request-target only (hyper's
 //! `uri.path()`, without the query) and, in this order:
@@ -10,10 +10,10 @@
 //!    - a path that does not start with `/` (`*`, absolute-form leftovers);
 //!    - `%2F` and `%5C` (encoded `/` and `\`: servers disagree on whether
 //!      they separate segments, P3/P4), a literal `\`, `%00` and a literal
-//!      NUL (P5), other raw control characters, and malformed escapes
+//!      NUL, other raw control characters, and malformed escapes
 //!      (`%zz`, a truncated `%4`);
 //!    - bytes that are not valid UTF-8 once *every* escape is decoded, so
-//!      overlong forms such as `%c0%ae` (an overlong `.`) are refused (P10);
+//!      overlong forms such as `%c0%ae` (an overlong `.`) are refused;
 //!    - `#` (a fragment is not part of a request-target, P12);
 //!    - `;`: Tomcat-style matrix parameters (`/admin;jsessionid=x`,
 //!      `/admin;/..;/secret`, P8) mean different paths to different servers
@@ -23,9 +23,9 @@
 //! 2. **decodes** percent-escapes of unreserved characters (`A-Z a-z 0-9 -
 //!    . _ ~`, RFC 3986 §2.3) into the character, and keeps every other
 //!    escape as it is, with upper-case hex digits (RFC 3986 §6.2.2.1).
-//!    Escapes are decoded once only: `%252e` stays `%252e` (P6), it is never
+//!    Escapes are decoded once only: `%252e` stays `%252e`, it is never
 //!    a dot;
-//! 3. **collapses** runs of `/` into one (P7), then **resolves** `.` and `..`
+//! 3. **collapses** runs of `/` into one, then **resolves** `.` and `..`
 //!    segments (RFC 3986 §5.2.4), including those spelled `%2e` (P1, P2).
 //!    A `..` that would climb above `/` is an error, not clamped. A path
 //!    ending in a `.` or `..` segment keeps a trailing slash (`/a/b/..` ->
@@ -60,7 +60,7 @@ pub enum PathError {
     EscapesRoot,
     /// A `#`.
     Fragment,
-    /// A `;` (matrix parameters, attack case P8).
+    /// A `;` (matrix parameters).
     Semicolon,
     /// A raw control character other than NUL (`\t`, `\r`, `\n`, DEL...).
     ControlChar,

@@ -1,5 +1,5 @@
 //! `application/x-www-form-urlencoded` request bodies, strictly
-//! (RFC 6749 §3.1, attack cases O14-O16):
+//! (RFC 6749 §3.1; `docs/http.md`, "Forms"):
 //!
 //! - the media type must be `application/x-www-form-urlencoded` (any
 //!   parameters, e.g. `charset=UTF-8`, are allowed); anything else is

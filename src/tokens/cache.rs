@@ -1,5 +1,5 @@
 //! Access-token validation: a bounded moka cache in front of Postgres, with
-//! the consistency rules of CONTRACT §7.
+//! the consistency rules of `docs/operations.md` ("Consistency").
 //!
 //! - **Key**: SHA-256 of the token. **Value**: the identity (account id,
 //!   username, scopes, precomputed header values), the token's expiry as a
@@ -7,7 +7,7 @@
 //! - **Never past expiry**: checked on every hit, and entries expire from
 //!   the cache at the token's expiry. Expiry is converted to a monotonic
 //!   [`Instant`] when the entry is filled, so a backwards wall-clock jump
-//!   cannot extend a token's life (attack case F12).
+//!   cannot extend a token's life.
 //! - **Trust window**: a hit younger than `max_staleness` is answered from
 //!   memory; an older one is re-checked against the database on use.
 //! - **Outage**: when the database cannot answer, an entry confirmed less

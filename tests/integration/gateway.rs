@@ -1,5 +1,5 @@
-//! The proxy path, row by row of CONTRACT §3, plus the path and header
-//! attacks of attack-cases.md §3.2-§3.4. Raw sockets where a client library
+//! The proxy path, row by row of the status table in `docs/http.md`, plus
+//! the path, header and token attacks of `docs/security.md`. Raw sockets where a client library
 //! would "fix" the request before sending it.
 
 use crate::support::{insert_token, raw, raw_get, revoke_in_db, spawn_app, Seen, TestApp};
@@ -144,7 +144,7 @@ async fn dot_segments_are_resolved_before_matching_and_forwarded_normalized() {
     assert_eq!(seen.path(), "/public/~user/a%2Cb");
     // The query is not part of the path and reaches the upstream unchanged.
     assert_eq!(seen.0["query"], "q=%2F");
-    // A fragment on the wire (P12) is dropped by the HTTP parser before
+    // A fragment on the wire is dropped by the HTTP parser before
     // routing: the decision and the forwarded path are both without it.
     assert_eq!(raw_get(app.addr, "/admin#x", "").await.status, 401);
     let r = raw_get(app.addr, "/public#/../admin", "").await;
@@ -594,7 +594,7 @@ async fn the_server_request_timeout_caps_route_timeouts() {
 async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = app().await;
-    // CL.TE (A1): hyper decodes the chunked body, drops the length and
+    // CL.TE: hyper decodes the chunked body, drops the length and
     // closes the connection after answering, so the smuggled second request
     // is never read. Exactly one response comes back, then EOF.
     let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();

@@ -1,4 +1,4 @@
-//! Token validation through the cache (CONTRACT §7): trust window,
+//! Token validation through the cache (`docs/operations.md`, "Consistency"): trust window,
 //! revocation, database outages, single flight, bounded memory.
 //!
 //! Some of these wait for a clock-based window (max_staleness,
