@@ -22,8 +22,8 @@ pub struct Admin {
 impl Admin {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         let result = match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
-            (&Method::GET, "/readyz") => {
+            (&Method::GET | &Method::HEAD, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
+            (&Method::GET | &Method::HEAD, "/readyz") => {
                 self.ready().await.map(|()| text(StatusCode::OK, "ready\n"))
             }
             _ => Err(Rejection::NotFound),
@@ -40,10 +40,13 @@ impl Admin {
                 .map_err(crate::db::classify)?;
             Ok::<_, DbError>(())
         };
-        match tokio::time::timeout(Duration::from_secs(2), check).await {
-            Ok(answer) => Ok(answer?),
-            Err(_) => Err(DbError::Unavailable("no answer to SELECT 1 within 2 s".into()).into()),
-        }
+        // Not ready, whatever the reason: always a 503 (never a 500).
+        let failure = match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer to SELECT 1 within 2 s".into(),
+        };
+        Err(DbError::Unavailable(failure).into())
     }
 }
 
