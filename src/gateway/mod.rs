@@ -10,7 +10,7 @@
 //! | forward | [`forward::forward`] | 413, 502, 504 |
 //!
 //! Each is a plain function, tested on its own; the proxy listener's front
-//! door ([`crate::proxy`]) strings them together, sends `/oauth/*` to the
+//! door (`src/proxy.rs`) strings them together, sends `/oauth/*` to the
 //! OAuth endpoints after `normalize`, and ends every request with the `log`
 //! phase ([`crate::request::log`]).
 

@@ -11,6 +11,7 @@ mod front_door;
 mod gateway;
 mod gateway_cache;
 mod gateway_stream;
+mod layout;
 mod oauth;
 mod oauth_endpoints;
 mod oauth_measure;
