@@ -42,7 +42,8 @@
 //!   roles, argon2 hashing, bootstrap).
 //! - [`db`] (pool, migrations, embedded Postgres).
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
-//!   syntax and the wildcard rule), [`body`] (the streaming body type).
+//!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
+//!   (the streaming body type).
 //!
 //! [`echo`] is the demo and test upstream; `testing` (feature `testing`) the
 //! test harness: a throwaway Postgres and a database per test.
@@ -58,6 +59,7 @@ pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod oauth;
+pub mod percent;
 pub mod proxy;
 pub mod request;
 pub mod scope;

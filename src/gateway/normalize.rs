@@ -39,6 +39,8 @@
 
 use std::borrow::Cow;
 
+use crate::percent::escape_at;
+
 /// Why a path was rejected (always a 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathError {
@@ -104,25 +106,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// RFC 3986 §2.3 `unreserved`.
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// The escape `%XY` starting at `i`, if well-formed.
-fn escape_at(raw: &[u8], i: usize) -> Option<u8> {
-    let h = hex_val(*raw.get(i + 1)?)?;
-    let l = hex_val(*raw.get(i + 2)?)?;
-    Some((h << 4) | l)
 }
 
 /// Validate every byte and escape, and tell whether the path needs

@@ -19,7 +19,6 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::form::Form;
 use super::{json, require_method, status, OAuth};
 use crate::accounts::store;
 use crate::accounts::{check_new_password, Password, MAX_PASSWORD_BYTES};
@@ -53,8 +52,7 @@ pub async fn change_password(
     require_method(&req, &[Method::POST], "POST")?;
     let caller = oauth.authenticate(ctx, &req).await?;
     let peer = ctx.peer;
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
+    let form = oauth.read_form(req).await?;
     let current = form.require("current_password")?;
     let new = Password::new(form.require("new_password")?);
     check_new_password(&new).map_err(|e| {

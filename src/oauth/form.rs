@@ -24,6 +24,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::error::Rejection;
+use crate::percent::escape_at;
 
 /// Largest form body accepted on `/oauth/*`.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -154,15 +155,6 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
     }
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn decode(s: &[u8]) -> Result<String, Rejection> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
@@ -170,12 +162,9 @@ fn decode(s: &[u8]) -> Result<String, Rejection> {
         match s[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hi = s.get(i + 1).copied().and_then(hex);
-                let lo = s.get(i + 2).copied().and_then(hex);
-                match (hi, lo) {
-                    (Some(h), Some(l)) => out.push(h << 4 | l),
-                    _ => return Err(invalid("invalid percent-encoding in the body")),
-                }
+                let byte = escape_at(s, i)
+                    .ok_or_else(|| invalid("invalid percent-encoding in the body"))?;
+                out.push(byte);
                 i += 2;
             }
             b => out.push(b),

@@ -17,7 +17,6 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::form::Form;
 use super::{json, require_method, OAuth};
 use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
 use crate::body::Body;
@@ -46,8 +45,7 @@ pub async fn handle(
             )),
         });
     }
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
+    let form = oauth.read_form(req).await?;
     let token = form.require("token")?;
     let now = unix_now();
     let active = match Kind::of(token) {

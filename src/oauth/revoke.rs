@@ -18,7 +18,6 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::form::Form;
 use super::{require_method, status, OAuth};
 use crate::body::Body;
 use crate::error::Rejection;
@@ -26,8 +25,7 @@ use crate::tokens::{hash, issue, Kind};
 
 pub async fn handle(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
+    let form = oauth.read_form(req).await?;
     let token = form.require("token")?;
     let key = hash(token);
     match Kind::of(token) {

@@ -48,8 +48,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, oauth.body_deadline).await?;
+    let form = oauth.read_form(req).await?;
     match form.require("grant_type")? {
         "password" => password_grant(oauth, &form, peer).await,
         "refresh_token" => refresh_grant(oauth, &form).await,

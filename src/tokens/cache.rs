@@ -324,21 +324,3 @@ impl Validator {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plausibility_filter() {
-        let t = crate::tokens::generate(Kind::Access).unwrap();
-        assert!(is_well_formed(&t, Kind::Access));
-        assert!(!is_well_formed(&t[..t.len() - 1], Kind::Access));
-        assert!(!is_well_formed(&t.replace("sga_", "sgr_"), Kind::Access));
-        assert!(!is_well_formed(
-            &format!("{}=", &t[..t.len() - 1]),
-            Kind::Access
-        ));
-        assert!(!is_well_formed("", Kind::Access));
-    }
-}

@@ -82,6 +82,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn plausibility_filter() {
+        let t = generate(Kind::Access).unwrap();
+        assert!(is_well_formed(&t, Kind::Access));
+        assert!(!is_well_formed(&t[..t.len() - 1], Kind::Access));
+        assert!(!is_well_formed(&t.replace("sga_", "sgr_"), Kind::Access));
+        assert!(!is_well_formed(
+            &format!("{}=", &t[..t.len() - 1]),
+            Kind::Access
+        ));
+        assert!(!is_well_formed("", Kind::Access));
+    }
+
+    #[test]
+    fn plausibility_by_kind() {
+        let a = generate(Kind::Access).unwrap();
+        let r = generate(Kind::Refresh).unwrap();
+        assert!(is_well_formed(&a, Kind::Access));
+        assert!(!is_well_formed(&a, Kind::Refresh));
+        assert!(is_well_formed(&r, Kind::Refresh));
+        assert!(!is_well_formed(&r[..r.len() - 1], Kind::Refresh));
+        assert!(!is_well_formed("sgr_' OR 1=1--", Kind::Refresh));
+    }
+
+    #[test]
     fn tokens_are_prefixed_random_and_long() {
         let a = generate(Kind::Access).unwrap();
         let b = generate(Kind::Access).unwrap();
