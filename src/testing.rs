@@ -86,11 +86,7 @@ fn init_server() -> Result<Server, String> {
                 Cluster::open_or_init(bins, &dir.path().join("data")).map_err(|e| e.to_string())?;
             cluster.start(true).map_err(|e| e.to_string())?;
             let admin = cluster.url("postgres");
-            let base = format!(
-                "postgres://{}@127.0.0.1:{}/",
-                crate::db::embedded::SUPERUSER,
-                cluster.port()
-            );
+            let base = cluster.base_url();
             if let Ok(mut g) = CLUSTER.lock() {
                 *g = Some((cluster, dir));
             }
@@ -198,8 +194,12 @@ impl TestDb {
     pub fn url_via(&self, proxy: &FaultProxy) -> Secret {
         let cfg: tokio_postgres::Config = self.url.expose().parse().expect("test URL parses");
         let user = cfg.get_user().unwrap_or("postgres");
+        let auth = match cfg.get_password() {
+            Some(p) => format!("{user}:{}", String::from_utf8_lossy(p)),
+            None => user.to_owned(),
+        };
         Secret::new(format!(
-            "postgres://{user}@{}/{}?connect_timeout=2",
+            "postgres://{auth}@{}/{}?connect_timeout=2",
             proxy.addr(),
             self.name
         ))

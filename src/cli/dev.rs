@@ -1,31 +1,100 @@
-//! `scopegate dev`, the one-command demo: an embedded Postgres cluster under
-//! `.scopegate/postgres` (created on first run, reused after, stopped on
-//! exit if we started it), migrations, the bootstrap admin, the echo
-//! upstream on 127.0.0.1:9000 and the gateway, then a `curl` walk-through.
+//! `scopegate dev`, the one-command demo: an embedded Postgres cluster
+//! (created on first run, reused after, stopped on exit if we started it),
+//! migrations, the bootstrap admin, the echo upstream on 127.0.0.1:9000 and
+//! the gateway, then a `curl` walk-through. `scopegate dev --reset` stops
+//! and deletes the cluster.
+//!
+//! Where the cluster lives (`docs/operations.md`, "dev"): under
+//! `.scopegate/postgres` in the working folder, except when running as
+//! root. Then Postgres runs as the `postgres` user, which often cannot even
+//! enter the checkout (a clone under a 0700 home or temporary folder), so
+//! the cluster goes to a folder of its own outside it,
+//! `/var/lib/scopegate-dev/<hash of the checkout's path>/postgres`, and
+//! `.scopegate/cluster` records where. A cluster already under
+//! `.scopegate/postgres` is reused wherever it was made.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use sha2::Digest;
 
 use super::serve::bootstrap;
 use super::{connect_configured, shutdown_signal, CliResult, Failure};
 use crate::app::App;
 use crate::config::{Config, Secret};
-use crate::db::embedded::{Binaries, Cluster};
+use crate::db::embedded::{running_as_root, Binaries, Cluster};
 
-/// Where `dev` keeps its cluster.
+/// Where `dev` keeps its cluster (when not root).
 pub const DEV_DATA_DIR: &str = ".scopegate/postgres";
+/// As root: the record of where the cluster is.
+const DEV_CLUSTER_RECORD: &str = ".scopegate/cluster";
+/// As root: the parent of every checkout's cluster folder.
+const ROOT_CLUSTERS: &str = "/var/lib/scopegate-dev";
 /// The database `dev` creates in its cluster.
 const DEV_DATABASE: &str = "scopegate";
-/// The demo upstream's address.
+/// The demo upstream's address (`SCOPEGATE_DEV_UPSTREAM` overrides it).
 pub const DEV_ECHO: &str = "127.0.0.1:9000";
+
+/// The cluster folder for this working folder (see the module docs).
+fn data_dir() -> Result<PathBuf, Failure> {
+    let in_tree = PathBuf::from(DEV_DATA_DIR);
+    if !running_as_root() || in_tree.join("PG_VERSION").is_file() {
+        return Ok(in_tree);
+    }
+    if let Ok(recorded) = std::fs::read_to_string(DEV_CLUSTER_RECORD) {
+        let recorded = PathBuf::from(recorded.trim());
+        if recorded.is_absolute() {
+            return Ok(recorded);
+        }
+    }
+    let here = std::env::current_dir()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| Failure::runtime(format!("cannot resolve the working folder: {e}")))?;
+    let digest = sha2::Sha256::digest(here.as_os_str().as_encoded_bytes());
+    let dir = Path::new(ROOT_CLUSTERS)
+        .join(hex::encode(&digest[..8]))
+        .join("postgres");
+    let parent = dir.parent().unwrap_or(Path::new(ROOT_CLUSTERS));
+    let io =
+        |e: std::io::Error| Failure::runtime(format!("cannot prepare {}: {e}", parent.display()));
+    std::fs::create_dir_all(parent).map_err(io)?;
+    // Traversable by the `postgres` user (the data folder itself is 0700).
+    for d in [Path::new(ROOT_CLUSTERS), parent] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    }
+    std::fs::create_dir_all(".scopegate")
+        .and_then(|()| std::fs::write(DEV_CLUSTER_RECORD, format!("{}\n", dir.display())))
+        .map_err(|e| Failure::runtime(format!("cannot write {DEV_CLUSTER_RECORD}: {e}")))?;
+    Ok(dir)
+}
+
+/// `scopegate dev --reset`: stop the dev cluster and delete it.
+pub fn reset() -> CliResult {
+    let dir = data_dir()?;
+    if !dir.join("PG_VERSION").is_file() {
+        println!("no dev cluster in {}", dir.display());
+    } else {
+        let bins = Binaries::locate().map_err(|e| Failure::runtime(e.to_string()))?;
+        let (cluster, _) =
+            Cluster::open_or_init(bins, &dir).map_err(|e| Failure::runtime(e.to_string()))?;
+        cluster
+            .destroy()
+            .map_err(|e| Failure::runtime(format!("cannot delete {}: {e}", dir.display())))?;
+        println!("deleted the dev cluster in {}", dir.display());
+    }
+    let _ = std::fs::remove_file(DEV_CLUSTER_RECORD);
+    Ok(())
+}
 
 /// `scopegate dev`.
 pub async fn dev(mut config: Config) -> CliResult {
     let mut cluster = None;
     if config.database.url.is_none() {
-        let (c, url) = tokio::task::spawn_blocking(|| start_embedded(Path::new(DEV_DATA_DIR)))
+        let dir = data_dir()?;
+        let (c, url) = tokio::task::spawn_blocking(move || start_embedded(&dir))
             .await
             .map_err(|e| Failure::runtime(e.to_string()))??;
         config.database.url = Some(url);
@@ -110,9 +179,10 @@ async fn run_dev(config: Config) -> CliResult {
         eprintln!("applied migrations: {}", report.applied.join(", "));
     }
 
-    let echo_addr: SocketAddr = DEV_ECHO
+    let echo_addr: SocketAddr = std::env::var("SCOPEGATE_DEV_UPSTREAM")
+        .unwrap_or_else(|_| DEV_ECHO.to_owned())
         .parse()
-        .map_err(|_| Failure::runtime("bad echo address"))?;
+        .map_err(|_| Failure::usage("SCOPEGATE_DEV_UPSTREAM is not an IP:port address"))?;
     let echo_listener = crate::server::bind(echo_addr).map_err(|e| {
         Failure::runtime(format!(
             "cannot listen on {echo_addr} for the demo upstream: {e}"
@@ -124,6 +194,7 @@ async fn run_dev(config: Config) -> CliResult {
     let admin = app.admin_addr();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut echo_stop = stop_rx.clone();
+    let echo_addr = echo_listener.local_addr().unwrap_or(echo_addr);
     let echo = tokio::spawn(crate::server::serve(
         echo_listener,
         Arc::new(crate::echo::Echo),

@@ -42,7 +42,11 @@ pub enum Command {
     /// Run the gateway (proxy listener + admin listener) against the configured database
     Serve,
     /// One-command demo: embedded Postgres, migrations, bootstrap admin, echo upstream, gateway
-    Dev,
+    Dev {
+        /// Stop the dev cluster and delete its data, then exit
+        #[arg(long)]
+        reset: bool,
+    },
     /// Apply pending database migrations (idempotent)
     Migrate,
     /// Validate the configuration; print every error with its location
@@ -215,7 +219,8 @@ fn run(cli: Cli) -> CliResult {
             let config = load_config(&cli.config, false)?;
             runtime()?.block_on(serve::serve(config))
         }
-        Command::Dev => {
+        Command::Dev { reset: true } => dev::reset(),
+        Command::Dev { reset: false } => {
             let config = load_config(&cli.config, true)?;
             runtime()?.block_on(dev::dev(config))
         }

@@ -8,9 +8,14 @@
 //!
 //! Postgres refuses to run as root, so as root every command runs as the
 //! `postgres` user through `runuser`, and the data folder is handed to it.
-//! The cluster listens on 127.0.0.1 only, on a port chosen when it is
-//! created, with `trust` authentication: it is a local development and
-//! test database, never a production one. Commands are started in their own
+//! The cluster listens on 127.0.0.1 only (no Unix socket), on a port chosen
+//! when it is created. It accepts no connection without the superuser's
+//! password (`scram-sha-256` on TCP, `peer` locally): the password is drawn
+//! from the OS CSPRNG when the cluster is created and kept in
+//! `<data_dir>.password`, readable by its creator only (0600), so another
+//! OS user on the machine cannot connect (`docs/security.md`, "Development
+//! cluster"). It is a local development and test database, never a
+//! production one. Commands are started in their own
 //! process group so that a Ctrl-C in the terminal reaches scopegate, which
 //! then stops the server cleanly, rather than killing Postgres under it.
 
@@ -188,12 +193,24 @@ fn service_user_ids() -> Result<(u32, u32), EmbeddedError> {
 }
 
 /// A cluster on disk; [`Cluster::start`] runs it, [`Cluster::stop`] stops it.
-#[derive(Debug)]
 pub struct Cluster {
     bins: Binaries,
     data_dir: PathBuf,
     port: u16,
     as_root: bool,
+    /// The superuser's password (`None`: a cluster made before passwords,
+    /// with `trust` authentication).
+    password: Option<crate::config::Secret>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("data_dir", &self.data_dir)
+            .field("port", &self.port)
+            .field("as_root", &self.as_root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
@@ -218,9 +235,14 @@ impl Cluster {
             data_dir: data_dir.clone(),
             port: stored.unwrap_or(0),
             as_root,
+            password: None,
         };
         if created {
-            cluster.initdb()?;
+            cluster.password = Some(cluster.initdb()?);
+        } else {
+            cluster.password = std::fs::read_to_string(sibling(&data_dir, "password"))
+                .ok()
+                .map(|p| crate::config::Secret::new(p.trim()));
         }
         if cluster.port == 0 || (!cluster.is_running() && !port_is_free(cluster.port)) {
             cluster.port = free_port()?;
@@ -237,15 +259,33 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// A connection string for `dbname` as the superuser.
-    pub fn url(&self, dbname: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{dbname}?connect_timeout=5",
-            self.port
-        )
+    /// Does the cluster require a password (it was made with one)?
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
     }
 
-    fn initdb(&self) -> Result<(), EmbeddedError> {
+    /// A connection string for `dbname` as the superuser (with its
+    /// password: treat it as a secret).
+    pub fn url(&self, dbname: &str) -> String {
+        let mut url = self.base_url();
+        url.push_str(dbname);
+        url.push_str("?connect_timeout=5");
+        url
+    }
+
+    /// `postgres://postgres:<password>@127.0.0.1:<port>/`, no database.
+    pub fn base_url(&self) -> String {
+        let auth = match &self.password {
+            // The password is alphanumeric: no escaping needed.
+            Some(p) => format!("{SUPERUSER}:{}", p.expose()),
+            None => SUPERUSER.to_owned(),
+        };
+        format!("postgres://{auth}@127.0.0.1:{}/", self.port)
+    }
+
+    /// `initdb` with a fresh superuser password; returns it (also written
+    /// to `<data_dir>.password`, mode 0600).
+    fn initdb(&self) -> Result<crate::config::Secret, EmbeddedError> {
         std::fs::create_dir_all(&self.data_dir)?;
         if self.as_root {
             let (uid, gid) = service_user_ids()?;
@@ -268,6 +308,20 @@ impl Cluster {
                 });
             }
         }
+        let password = random_password()?;
+        let password_file = sibling(&self.data_dir, "password");
+        write_private(&password_file, password.expose(), None)?;
+        // initdb (run as the service user) reads the password from a file
+        // of its own, removed as soon as it is done.
+        let pwfile = sibling(&self.data_dir, "pwfile");
+        let owner = if self.as_root {
+            Some(service_user_ids()?)
+        } else {
+            None
+        };
+        write_private(&pwfile, password.expose(), owner)?;
+        let mut pwfile_arg = std::ffi::OsString::from("--pwfile=");
+        pwfile_arg.push(&pwfile);
         let out = self
             .command(
                 self.bins.tool("initdb").as_os_str(),
@@ -276,15 +330,32 @@ impl Cluster {
                     self.data_dir.as_os_str(),
                     "-U".as_ref(),
                     SUPERUSER.as_ref(),
-                    "--auth=trust".as_ref(),
+                    "--auth-local=peer".as_ref(),
+                    "--auth-host=scram-sha-256".as_ref(),
+                    pwfile_arg.as_os_str(),
                     "--encoding=UTF8".as_ref(),
                     "--locale=C".as_ref(),
                     "--no-sync".as_ref(),
                 ],
                 true,
             )
-            .output()?;
-        check("initdb", out)
+            .output();
+        let _ = std::fs::remove_file(&pwfile);
+        check("initdb", out?)?;
+        Ok(password)
+    }
+
+    /// Stop the server (if running) and delete the cluster: its data
+    /// folder and the files kept beside it.
+    pub fn destroy(self) -> Result<(), EmbeddedError> {
+        self.stop(false)?;
+        for name in ["password", "port", "pwfile"] {
+            let _ = std::fs::remove_file(sibling(&self.data_dir, name));
+        }
+        match std::fs::remove_dir_all(&self.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Is a server running on this data folder?
@@ -399,9 +470,51 @@ impl Cluster {
 }
 
 fn port_file(data_dir: &Path) -> PathBuf {
+    sibling(data_dir, "port")
+}
+
+/// `<data_dir>.<ext>`: a file kept beside the data folder.
+fn sibling(data_dir: &Path, ext: &str) -> PathBuf {
     let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".port");
+    name.push(".");
+    name.push(ext);
     data_dir.with_file_name(name)
+}
+
+/// Write `content` to a new file only its owner can read (0600), owned by
+/// `owner` (uid, gid) when given.
+fn write_private(path: &Path, content: &str, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// 32 letters and digits from the OS CSPRNG (no modulo bias).
+fn random_password() -> Result<crate::config::Secret, EmbeddedError> {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(32);
+    let mut buf = [0u8; 64];
+    while out.len() < 32 {
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut buf).map_err(|e| {
+            std::io::Error::other(format!("the OS random number generator failed: {e}"))
+        })?;
+        for b in buf {
+            if out.len() < 32 && usize::from(b) < 62 * 4 {
+                out.push(char::from(ALPHABET[usize::from(b) % 62]));
+            }
+        }
+    }
+    Ok(crate::config::Secret::new(out))
 }
 
 fn check(what: &str, out: Output) -> Result<(), EmbeddedError> {

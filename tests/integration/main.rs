@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod cli;
+mod dev;
 mod foundation;
 mod front_door;
 mod gateway;
