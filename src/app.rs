@@ -53,6 +53,37 @@ impl State {
             config,
         }
     }
+
+    /// Apply a reloaded configuration (`docs/operations.md`, "Reload"):
+    /// routes and per-request limits (`max_body_bytes`,
+    /// `request_timeout_secs`) swap at once; everything else (listeners,
+    /// connection limits, database, cache, tokens, login) keeps the values
+    /// the process started with. Returns the sections whose changes wait
+    /// for a restart.
+    pub fn reload(&self, new: &Config) -> Vec<&'static str> {
+        self.gateway.reload(new);
+        let (old, mut pending) = (&self.config, Vec::new());
+        let s = (&old.server, &new.server);
+        if s.0.listen != s.1.listen
+            || s.0.admin_listen != s.1.admin_listen
+            || s.0.max_header_bytes != s.1.max_header_bytes
+            || s.0.header_read_timeout != s.1.header_read_timeout
+            || s.0.max_connections != s.1.max_connections
+            || s.0.shutdown_grace != s.1.shutdown_grace
+        {
+            pending.push("server (listeners and connection limits)");
+        }
+        if old.database.url != new.database.url || old.database.pool_size != new.database.pool_size
+        {
+            pending.push("database");
+        }
+        if format!("{:?}", (&old.tokens, &old.cache, &old.login))
+            != format!("{:?}", (&new.tokens, &new.cache, &new.login))
+        {
+            pending.push("tokens, cache, login");
+        }
+        pending
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,8 +13,8 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::gateway::forward::{self, UpstreamClient};
-use crate::gateway::route::{forwarded_path, RouteTable};
-use crate::gateway::{self, Gateway};
+use crate::gateway::route::forwarded_path;
+use crate::gateway::{self, Gateway, Policy};
 use crate::oauth::{self, OAuth};
 use crate::request::{self, RequestCtx};
 
@@ -27,10 +27,10 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     let mut ctx = RequestCtx::new(&req, peer);
-    // The route table this request is decided and logged with, even if a
-    // reload swaps it meanwhile.
-    let routes = gateway.routes.load();
-    let mut response = match phases(gateway, oauth, upstream, &routes, req, &mut ctx).await {
+    // The routes and limits this request is decided and logged with, even
+    // if a reload swaps them meanwhile.
+    let policy = gateway.policy();
+    let mut response = match phases(gateway, oauth, upstream, &policy, req, &mut ctx).await {
         Ok(r) => r,
         Err(rejection) => rejection.into_response(),
     };
@@ -42,20 +42,20 @@ async fn phases<'r>(
     gateway: &Gateway,
     oauth: &OAuth,
     upstream: &UpstreamClient,
-    routes: &'r RouteTable,
+    policy: &'r Policy,
     req: Request<Incoming>,
     ctx: &mut RequestCtx<'r>,
 ) -> Result<Response<Body>, Rejection> {
-    gateway::check_request(&req, &gateway.limits)?;
+    gateway::check_request(&req, &policy.limits)?;
     let path = gateway::normalize(&req)?;
     if let Some(endpoint) = oauth::endpoint(&path) {
         ctx.label = endpoint.label();
         return Ok(oauth.handle(endpoint, ctx, req).await);
     }
-    let route = gateway::route(routes, &req, &path)?;
+    let route = gateway::route(&policy.routes, &req, &path)?;
     ctx.label = &route.config.name;
     ctx.identity = gateway::authenticate(&gateway.tokens, &req, route).await?;
     gateway::authorize(ctx.identity.as_deref(), route)?;
     let upstream_path = forwarded_path(route, &path).into_owned();
-    forward::forward(upstream, req, ctx, route, &upstream_path, &gateway.limits).await
+    forward::forward(upstream, req, ctx, route, &upstream_path, &policy.limits).await
 }

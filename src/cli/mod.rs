@@ -217,7 +217,8 @@ fn run(cli: Cli) -> CliResult {
         Command::Role { command } => account::role(&cli.config, command),
         Command::Serve => {
             let config = load_config(&cli.config, false)?;
-            runtime()?.block_on(serve::serve(config))
+            let path = config_path(&cli.config, false);
+            runtime()?.block_on(serve::serve(config, path))
         }
         Command::Dev { reset: true } => dev::reset(),
         Command::Dev { reset: false } => {

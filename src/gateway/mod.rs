@@ -21,6 +21,7 @@ pub mod normalize;
 pub mod route;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,22 +60,64 @@ impl Limits {
     }
 }
 
+/// What a configuration reload replaces, all at once: a request is decided
+/// from start to end on the policy it started with.
+#[derive(Debug)]
+pub struct Policy {
+    pub routes: RouteTable,
+    pub limits: Limits,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        Policy {
+            routes: RouteTable::new(config.routes.clone()),
+            limits: Limits::from_config(&config.server),
+        }
+    }
+}
+
 /// What the proxy path needs, shared by every proxy thread.
 pub struct Gateway {
-    /// The route table; replaced whole on reload, never half-applied.
-    pub routes: ArcSwap<RouteTable>,
-    pub limits: Limits,
+    /// Routes and per-request limits; replaced whole on reload, never
+    /// half-applied.
+    policy: ArcSwap<Policy>,
     /// Token validation (the cache in front of Postgres).
     pub tokens: Arc<Validator>,
+    /// Reloads applied and refused, for metrics.
+    pub reloads: ReloadStats,
+}
+
+/// Counters of configuration reloads.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub applied: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl Gateway {
     pub fn new(config: &Config, tokens: Arc<Validator>) -> Gateway {
         Gateway {
-            routes: ArcSwap::from_pointee(RouteTable::new(config.routes.clone())),
-            limits: Limits::from_config(&config.server),
+            policy: ArcSwap::from_pointee(Policy::from_config(config)),
             tokens,
+            reloads: ReloadStats::default(),
         }
+    }
+
+    /// The current policy (cheap: no lock, no allocation).
+    pub fn policy(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
+    /// Serve `config`'s routes and limits from the next request on.
+    pub fn reload(&self, config: &Config) {
+        self.policy.store(Arc::new(Policy::from_config(config)));
+        self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reload was refused (the new file is invalid); the old policy stays.
+    pub fn reload_failed(&self) {
+        self.reloads.failed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

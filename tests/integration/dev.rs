@@ -117,7 +117,10 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     // tokio-postgres says "invalid configuration: password missing" when
     // the server asks for a password the client does not have.
     let why = format!("{err:?}");
-    assert!(why.contains("password"), "refused for another reason: {why}");
+    assert!(
+        why.contains("password"),
+        "refused for another reason: {why}"
+    );
     // The password file is its creator's alone.
     let pw_file = data_dir.with_file_name("postgres.password");
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -1,11 +1,9 @@
 //! The proxy listener's front door: what every request goes through,
 //! whoever answers it (the gateway or `/oauth/*`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{raw, spawn_app};
+use crate::support::{raw, spawn_app, Serve};
 
 const ROUTES: &str = r#"
 [[routes]]
@@ -91,52 +89,11 @@ async fn oauth_is_recognized_on_the_normalized_path() {
 async fn one_access_line_format_for_proxied_and_oauth_requests() {
     let db = scopegate::testing::TestDb::new().await;
     let upstream = crate::support::echo().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
-            ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr))
-        ),
-    )
-    .unwrap();
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_scopegate"))
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env("SCOPEGATE_DATABASE_URL", db.url.expose())
-            .env("SCOPEGATE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut serve = Serve::start(
+        &db,
+        &ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr)),
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next_line = |deadline: Instant| -> String {
-        let left = deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(left)
-            .expect("the gateway's log ended early")
-    };
-    // Ready when it says where it listens (the address it actually bound).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let line = next_line(deadline);
-        if let Some((_, rest)) = line.split_once("scopegate listening proxy=") {
-            let proxy = rest.split(' ').next().unwrap_or_default();
-            break proxy.parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let addr = serve.addr;
 
     let r = raw(
         addr,
@@ -152,20 +109,13 @@ async fn one_access_line_format_for_proxied_and_oauth_requests() {
     );
     assert_eq!(raw(addr, req.as_bytes()).await.status, 400);
 
-    let (mut proxied, mut oauth) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while proxied.is_none() || oauth.is_none() {
-        let line = next_line(deadline);
-        if !line.contains("scopegate::access") {
-            continue;
+    let access = |id: &'static str| {
+        move |line: &str| {
+            line.contains("scopegate::access") && field(line, "request_id").as_deref() == Some(id)
         }
-        match field(&line, "request_id").as_deref() {
-            Some("log-proxied") => proxied = Some(line),
-            Some("log-oauth") => oauth = Some(line),
-            _ => {}
-        }
-    }
-    let (proxied, oauth) = (proxied.unwrap(), oauth.unwrap());
+    };
+    let proxied = serve.wait_for_line(Duration::from_secs(30), access("log-proxied"));
+    let oauth = serve.wait_for_line(Duration::from_secs(30), access("log-oauth"));
     assert_eq!(
         field_names(&proxied),
         field_names(&oauth),
@@ -226,14 +176,4 @@ fn field(line: &str, name: &str) -> Option<String> {
 
 fn field_names(line: &str) -> Vec<String> {
     fields(line).into_iter().map(|(k, _)| k).collect()
-}
-
-/// The gateway process, killed when the test ends (pass or fail).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -17,3 +17,4 @@ mod oauth;
 mod oauth_endpoints;
 mod oauth_measure;
 mod oauth_refresh;
+mod reload;
