@@ -175,7 +175,13 @@ async fn migrate_twice_applies_nothing_the_second_time() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied 1 migration(s): V1__initial"));
+    let all = crate::support::shipped_migrations();
+    let expected = format!("applied {} migration(s): {}", all.len(), all.join(", "));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains(&expected),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
     let second = run();
     assert_eq!(second.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing applied"));

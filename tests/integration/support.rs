@@ -385,3 +385,21 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// The migrations the repository ships (`migrations/V<n>__<name>.sql`), in
+/// the order they apply: what a migration run on an empty database reports.
+pub fn shipped_migrations() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut found: Vec<(u32, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".sql")?;
+            let version = stem.strip_prefix('V')?.split("__").next()?.parse().ok()?;
+            Some((version, stem.to_owned()))
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no migrations in {dir}");
+    found.into_iter().map(|(_, name)| name).collect()
+}
