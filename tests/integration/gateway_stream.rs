@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 
-use crate::support::{gateway_process, insert_token, spawn_app};
+use crate::support::{insert_token, spawn_app, Serve};
 
 const ROUTES: &str = r#"
 [server]
@@ -24,11 +24,18 @@ scopes = ["chat"]
 
 const SIZE: u64 = 256 * 1024 * 1024;
 
+/// `ROUTES` pointing at `upstream`.
+fn routes(upstream: std::net::SocketAddr) -> String {
+    ROUTES.replace("UPSTREAM", &format!("http://{upstream}"))
+}
+
+/// The process's peak resident set (`VmHWM`): a gateway that buffers a
+/// body and frees it afterwards still shows here.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
@@ -37,7 +44,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn large_uploads_and_downloads_stream_without_buffering() {
     let db = scopegate::testing::TestDb::new().await;
     let upstream = crate::support::echo().await;
-    let gw = gateway_process(&db, upstream.addr, ROUTES).await;
+    let gw = Serve::start(&db, &routes(upstream.addr));
     let pid = gw.child.id();
     let url = |p: &str| format!("http://{}{p}", gw.addr);
     let client = reqwest::Client::new();
@@ -174,7 +181,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
             .await
             .unwrap();
     });
-    let mut gw = gateway_process(&db, upstream, ROUTES).await;
+    let mut gw = Serve::start(&db, &routes(upstream));
     let url = format!("http://{}/files/slow", gw.addr);
     let in_flight = tokio::spawn(async move {
         let r = reqwest::Client::new().get(url).send().await?;
@@ -200,9 +207,16 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let (status, body) = in_flight.await.unwrap().unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));
     // ... and then the process exits cleanly.
-    let code = tokio::task::spawn_blocking(move || gw.child.wait().map(|s| s.code()))
-        .await
-        .unwrap()
-        .unwrap();
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(40),
+            "still running after SIGTERM"
+        );
+        tokio::task::yield_now().await;
+    };
     assert_eq!(code, Some(0));
 }
