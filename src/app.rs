@@ -28,6 +28,7 @@ use crate::gateway::Gateway;
 use crate::oauth::OAuth;
 use crate::server::{self, Handler, Limits};
 use crate::tokens::cache::Validator;
+use crate::tokens::sweep::{SweepStats, SweepTask};
 
 /// Everything the listeners share: each part owns the state of one
 /// concern, and handlers get only the part they use.
@@ -39,12 +40,26 @@ pub struct State {
     pub gateway: Gateway,
     pub oauth: OAuth,
     pub admin: Admin,
+    /// Rows deleted by the cleanup sweep (`tokens::sweep`).
+    pub sweep: Arc<SweepStats>,
+    /// The sweep itself, stopped when the state is dropped.
+    _sweep_task: Option<SweepTask>,
 }
+
+/// How often expired tokens are deleted.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl State {
     pub fn new(config: Config, db: DbPool) -> State {
         let tokens = Arc::new(Validator::new(db.clone(), &config.cache));
+        let sweep = Arc::new(SweepStats::default());
+        // Inside a runtime (always, except in some unit tests).
+        let sweep_task = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|_| crate::tokens::sweep::spawn(db.clone(), SWEEP_EVERY, sweep.clone()));
         State {
+            sweep,
+            _sweep_task: sweep_task,
             gateway: Gateway::new(&config, tokens.clone()),
             oauth: OAuth::new(&config, &db, tokens.clone()),
             admin: Admin { db: db.clone() },

@@ -10,6 +10,7 @@ pub mod bearer;
 pub mod cache;
 pub mod issue;
 pub mod store;
+pub mod sweep;
 
 use base64::Engine;
 use rand::TryRngCore;

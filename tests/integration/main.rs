@@ -18,3 +18,4 @@ mod oauth_endpoints;
 mod oauth_measure;
 mod oauth_refresh;
 mod reload;
+mod sweep;

@@ -1,0 +1,124 @@
+//! The cleanup sweep: expired tokens are deleted in small batches so the
+//! token tables do not grow without bound (`docs/operations.md`,
+//! "Cleanup").
+//!
+//! - An **access token** is deleted once it has expired (its scope, account
+//!   and refresh links go with it: the foreign keys cascade).
+//! - A **refresh token** is deleted only with its whole family, once every
+//!   member of the family has expired: while any member lives, the rotated
+//!   ones must stay so that presenting one is still recognized as reuse
+//!   (RFC 9700 §4.14.2) and revokes the family.
+//! - Each statement deletes at most `batch` rows, so a sweep never holds
+//!   long locks or a long transaction; a sweep repeats batches until a
+//!   batch comes back short, with a bound on the number of batches.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use crate::db::{classify, unix_now, DbError};
+
+/// Rows deleted per statement.
+pub const BATCH: i64 = 1000;
+/// Batches per table per sweep, at most (the rest waits for the next one).
+const MAX_BATCHES: usize = 100;
+
+/// What one sweep deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub access_tokens: u64,
+    pub refresh_tokens: u64,
+}
+
+/// Running totals, for metrics.
+#[derive(Debug, Default)]
+pub struct SweepStats {
+    pub access_tokens: AtomicU64,
+    pub refresh_tokens: AtomicU64,
+    pub sweeps: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+const DELETE_ACCESS: &str = "
+DELETE FROM access_tokens
+ WHERE token_id IN (SELECT token_id FROM access_tokens WHERE expires < $1 LIMIT $2)";
+
+const DELETE_FAMILIES: &str = "
+WITH dead AS (
+    SELECT COALESCE(family_id, refresh_token_id) AS family
+      FROM refresh_tokens
+     GROUP BY COALESCE(family_id, refresh_token_id)
+    HAVING max(expires) < $1
+     LIMIT $2
+)
+DELETE FROM refresh_tokens
+ WHERE COALESCE(family_id, refresh_token_id) IN (SELECT family FROM dead)";
+
+/// Delete what expired before `now` (UNIX seconds), `batch` rows per
+/// statement.
+pub async fn sweep(pool: &Pool, now: i64, batch: i64) -> Result<Swept, DbError> {
+    let conn = pool.get().await?;
+    let mut swept = Swept::default();
+    for (sql, total) in [
+        (DELETE_ACCESS, &mut swept.access_tokens),
+        (DELETE_FAMILIES, &mut swept.refresh_tokens),
+    ] {
+        let stmt = conn.prepare_cached(sql).await.map_err(classify)?;
+        for _ in 0..MAX_BATCHES {
+            let n = conn
+                .execute(&stmt, &[&now, &batch])
+                .await
+                .map_err(classify)?;
+            *total += n;
+            // A family deletion may remove more rows than `batch` families;
+            // a short batch of access tokens means they are all gone.
+            if n == 0 || (sql == DELETE_ACCESS && n < batch as u64) {
+                break;
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Sweep every `every` until dropped (the task is aborted with its guard).
+pub fn spawn(pool: Pool, every: Duration, stats: std::sync::Arc<SweepStats>) -> SweepTask {
+    SweepTask(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match sweep(&pool, unix_now(), BATCH).await {
+                Ok(s) => {
+                    stats.sweeps.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .access_tokens
+                        .fetch_add(s.access_tokens, Ordering::Relaxed);
+                    stats
+                        .refresh_tokens
+                        .fetch_add(s.refresh_tokens, Ordering::Relaxed);
+                    if s != Swept::default() {
+                        tracing::info!(
+                            access_tokens = s.access_tokens,
+                            refresh_tokens = s.refresh_tokens,
+                            "expired tokens deleted"
+                        );
+                    }
+                }
+                Err(e) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "the cleanup sweep failed; retrying later");
+                }
+            }
+        }
+    }))
+}
+
+/// The running sweep; dropping it stops it.
+pub struct SweepTask(tokio::task::JoinHandle<()>);
+
+impl Drop for SweepTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
