@@ -58,12 +58,7 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_header_bytes: 16384,
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 10000,
-            shutdown_grace: Duration::from_secs(30),
-        }
+        Limits::from_config(&crate::config::ServerConfig::default())
     }
 }
 

@@ -31,6 +31,17 @@ fn empty_file_gives_defaults() {
 }
 
 #[test]
+fn server_defaults_are_those_of_an_empty_file() {
+    let d = ServerConfig::default();
+    assert_eq!(d, parse("").unwrap().server);
+    assert_eq!(d.admin_listen.to_string(), "127.0.0.1:8081");
+    assert_eq!(d.max_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(d.max_connections, 10000);
+    assert_eq!(d.shutdown_grace, Duration::from_secs(30));
+}
+
+#[test]
 fn a_valid_route_is_compiled() {
     let c = parse(ROUTE).unwrap();
     let r = &c.routes[0];

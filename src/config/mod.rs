@@ -1,0 +1,262 @@
+//! TOML configuration -> validated [`Config`] (every key is described in
+//! `docs/configuration.md` and, with its default, in `config/scopegate.toml`).
+//!
+//! Loading never stops at the first problem: every section and every route is
+//! checked on its own, and each error carries its location (file, key, route
+//! index and name) so `scopegate check-config` can print them all at once.
+//! Environment overrides (`SCOPEGATE_DATABASE_URL`, `SCOPEGATE_LISTEN`) are
+//! applied after parsing and validated like the file's own values.
+//!
+//! - this module: the validated types, [`Config::load`] / [`Config::parse`];
+//! - `raw`: the file's shapes as serde reads them, with the one set of
+//!   defaults;
+//! - `validate`: raw -> validated, collecting located errors.
+//!
+//! This is a leaf module: it uses nothing from the gateway or the stores.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Method;
+
+use raw::{RawCache, RawDatabase, RawLogin, RawServer, RawTokens, SECTIONS};
+use validate::Errors;
+
+/// A secret string whose `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tokens: TokenConfig,
+    pub cache: CacheConfig,
+    pub login: LoginConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`. `Default` gives the values of an empty file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `None`: `dev` runs an embedded cluster; `serve` refuses to start.
+    pub url: Option<Secret>,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    pub max_staleness: Duration,
+    pub outage_grace: Duration,
+    pub negative_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    pub max_failures: u32,
+    pub window: Duration,
+    /// Resolved: never 0 (0 in the file means "number of cores").
+    pub hash_concurrency: usize,
+}
+
+/// Where a route's traffic goes: `http://host:port[/base]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix prepended to forwarded paths; empty or `/x/y` (no trailing `/`).
+    pub base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Normalized prefix: starts with `/`, no trailing `/` except the root itself.
+    pub path: String,
+    /// Lower-cased host without port.
+    pub host: Option<String>,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+    pub upstream: Upstream,
+    pub strip_prefix: bool,
+    pub scopes: Vec<String>,
+    pub any_scopes: Vec<String>,
+    pub public: bool,
+    pub timeout: Duration,
+    pub forward_authorization: bool,
+}
+
+/// One problem in a configuration, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `<env>` for an override.
+    pub file: String,
+    /// `server.listen`, `routes[2] "orders".upstream`, ...
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.location, self.message)
+        }
+    }
+}
+
+/// Every problem found while loading a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Environment overrides, taken from the process environment by [`Config::load`].
+#[derive(Debug, Default, Clone)]
+pub struct EnvOverrides {
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+}
+
+impl EnvOverrides {
+    pub fn from_env() -> Self {
+        Self {
+            database_url: std::env::var("SCOPEGATE_DATABASE_URL")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            listen: std::env::var("SCOPEGATE_LISTEN")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+impl Config {
+    /// Read `path`, apply the process's environment overrides and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                location: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }])
+        })?;
+        Self::parse(&text, &file, &EnvOverrides::from_env())
+    }
+
+    /// Parse and validate TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str, env: &EnvOverrides) -> Result<Config, ConfigErrors> {
+        let mut errs = Errors::new(file);
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                errs.push("", format!("invalid TOML: {}", e.to_string().trim()));
+                return Err(ConfigErrors(errs.list));
+            }
+        };
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                errs.push(
+                    key,
+                    format!("unknown section (expected one of {})", SECTIONS.join(", ")),
+                );
+            }
+        }
+
+        let server: RawServer = errs.section(&table, "server").unwrap_or_default();
+        let database: RawDatabase = errs.section(&table, "database").unwrap_or_default();
+        let tokens: RawTokens = errs.section(&table, "tokens").unwrap_or_default();
+        let cache: RawCache = errs.section(&table, "cache").unwrap_or_default();
+        let login: RawLogin = errs.section(&table, "login").unwrap_or_default();
+
+        let server = errs.server(server, env);
+        let database = errs.database(database, env);
+        let tokens = errs.tokens(tokens);
+        let cache = errs.cache(cache);
+        let login = errs.login(login);
+        let routes = errs.routes(&table);
+
+        match server {
+            Some(server) if errs.list.is_empty() => Ok(Config {
+                server,
+                database,
+                tokens,
+                cache,
+                login,
+                routes,
+            }),
+            _ => Err(ConfigErrors(errs.list)),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    /// The defaults of `[server]` (those of an empty file).
+    fn default() -> Self {
+        Errors::new("<defaults>")
+            .server(RawServer::default(), &EnvOverrides::default())
+            .expect("the built-in [server] defaults are valid")
+    }
+}
+
+/// Default config path, overridden by `--config` / `SCOPEGATE_CONFIG`.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("config/scopegate.toml")
+}
+
+#[cfg(test)]
+mod tests;
