@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use super::{config_path, load_config, CliResult, Failure};
-use crate::config::Config;
+use crate::config::{Access, Config};
 use crate::gateway::{self, Explanation};
 
 /// Validate the configuration; print every error with its location.
@@ -52,15 +52,18 @@ fn describe(e: &Explanation) -> String {
     let _ = writeln!(out, "route: {} (routes[{}])", c.name, e.index);
     let _ = writeln!(out, "prefix: {}{}", c.host.as_deref().unwrap_or(""), c.path);
     let _ = writeln!(out, "upstream: {}", e.upstream_url);
-    if c.public {
-        let _ = writeln!(out, "requires: nothing (public)");
-    } else {
-        let _ = writeln!(out, "requires: a valid Bearer token");
-        if !c.scopes.is_empty() {
-            let _ = writeln!(out, "  all of: {}", c.scopes.join(" "));
+    match &c.access {
+        Access::Public => {
+            let _ = writeln!(out, "requires: nothing (public)");
         }
-        if !c.any_scopes.is_empty() {
-            let _ = writeln!(out, "  any of: {}", c.any_scopes.join(" "));
+        Access::Token { all, any } => {
+            let _ = writeln!(out, "requires: a valid Bearer token");
+            if !all.is_empty() {
+                let _ = writeln!(out, "  all of: {}", all.join(" "));
+            }
+            if !any.is_empty() {
+                let _ = writeln!(out, "  any of: {}", any.join(" "));
+            }
         }
     }
     let _ = write!(

@@ -121,11 +121,36 @@ pub struct RouteConfig {
     pub methods: Option<Vec<Method>>,
     pub upstream: Upstream,
     pub strip_prefix: bool,
-    pub scopes: Vec<String>,
-    pub any_scopes: Vec<String>,
-    pub public: bool,
+    /// Who may use the route: the file's `public`, `scopes` and
+    /// `any_scopes`.
+    pub access: Access,
     pub timeout: Duration,
     pub forward_authorization: bool,
+}
+
+/// A route's access policy, decided at load. A public route has nowhere to
+/// put scopes, so "public, but requires `admin`" cannot be expressed (the
+/// loader refuses `public = true` together with `scopes` or `any_scopes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `public = true`: no token needed. A token that is sent is still
+    /// validated (an invalid one is a 401).
+    Public,
+    /// A valid token is needed, whose scopes satisfy every scope in `all`
+    /// and, when `any` is non-empty, at least one in `any`. Both empty: any
+    /// valid token.
+    Token {
+        /// `scopes`.
+        all: Vec<String>,
+        /// `any_scopes`.
+        any: Vec<String>,
+    },
+}
+
+impl Access {
+    pub fn is_public(&self) -> bool {
+        matches!(self, Access::Public)
+    }
 }
 
 /// One problem in a configuration, with its location.

@@ -48,7 +48,13 @@ fn a_valid_route_is_compiled() {
     assert_eq!(r.name, "orders");
     assert_eq!(r.path, "/api/orders");
     assert_eq!(r.upstream.authority.as_str(), "127.0.0.1:9000");
-    assert_eq!(r.scopes, vec!["orders:read"]);
+    assert_eq!(
+        r.access,
+        Access::Token {
+            all: vec!["orders:read".into()],
+            any: vec![],
+        }
+    );
     assert!(r.methods.is_none());
     assert_eq!(r.timeout, Duration::from_secs(30));
 }
@@ -158,9 +164,52 @@ fn invalid_scope_strings() {
 }
 
 #[test]
+fn access_policy_is_built_at_load() {
+    let c = parse(&format!(
+        "{ROUTE}{}{}",
+        ROUTE
+            .replace("\"orders\"", "\"pub\"")
+            .replace("scopes = [\"orders:read\"]", "public = true"),
+        ROUTE.replace("\"orders\"", "\"any\"").replace(
+            "scopes = [\"orders:read\"]",
+            "any_scopes = [\"a\", \"b:*\"]"
+        ),
+    ))
+    .unwrap();
+    assert!(!c.routes[0].access.is_public());
+    assert_eq!(c.routes[1].access, Access::Public);
+    assert!(c.routes[1].access.is_public());
+    assert_eq!(
+        c.routes[2].access,
+        Access::Token {
+            all: vec![],
+            any: vec!["a".into(), "b:*".into()],
+        }
+    );
+    // `public = false` with no scopes: any valid token.
+    let c = parse(&ROUTE.replace("scopes = [\"orders:read\"]", "public = false")).unwrap();
+    assert_eq!(
+        c.routes[0].access,
+        Access::Token {
+            all: vec![],
+            any: vec![],
+        }
+    );
+}
+
+#[test]
 fn public_with_scopes() {
     let e = errors(&format!("{ROUTE}public = true\n"));
     assert_eq!(e, vec!["test.toml: routes[0] \"orders\".public: a public route cannot require scopes (remove scopes/any_scopes or public)"]);
+    let e = errors(&ROUTE.replace(
+        "scopes = [\"orders:read\"]",
+        "any_scopes = [\"x\"]\npublic = true",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml: routes[0] \"orders\".public: "),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::raw::{RawCache, RawDatabase, RawLogin, RawRoute, RawServer, RawTokens};
 use super::{
-    CacheConfig, ConfigError, DatabaseConfig, EnvOverrides, LoginConfig, RouteConfig, Secret,
-    ServerConfig, TokenConfig, Upstream,
+    Access, CacheConfig, ConfigError, DatabaseConfig, EnvOverrides, LoginConfig, RouteConfig,
+    Secret, ServerConfig, TokenConfig, Upstream,
 };
 use crate::scope;
 
@@ -285,12 +285,21 @@ impl Errors {
                 }
             }
         }
-        if raw.public && !(raw.scopes.is_empty() && raw.any_scopes.is_empty()) {
-            self.push(
-                &format!("{loc}.public"),
-                "a public route cannot require scopes (remove scopes/any_scopes or public)".into(),
-            );
-        }
+        let access = if raw.public {
+            if !(raw.scopes.is_empty() && raw.any_scopes.is_empty()) {
+                self.push(
+                    &format!("{loc}.public"),
+                    "a public route cannot require scopes (remove scopes/any_scopes or public)"
+                        .into(),
+                );
+            }
+            Access::Public
+        } else {
+            Access::Token {
+                all: raw.scopes,
+                any: raw.any_scopes,
+            }
+        };
         if raw.timeout_secs == 0 {
             self.push(
                 &format!("{loc}.timeout_secs"),
@@ -307,9 +316,7 @@ impl Errors {
             methods,
             upstream: upstream?,
             strip_prefix: raw.strip_prefix,
-            scopes: raw.scopes,
-            any_scopes: raw.any_scopes,
-            public: raw.public,
+            access,
             timeout: secs(raw.timeout_secs),
             forward_authorization: raw.forward_authorization,
         })

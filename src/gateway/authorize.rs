@@ -1,15 +1,17 @@
-//! The authorize phase: does a token's granted scope set satisfy a route?
+//! The authorize phase: does a token's granted scope set satisfy a route's
+//! [`Access`]?
 //!
-//! - every scope in the route's `scopes` must be satisfied, and
-//! - when `any_scopes` is non-empty, at least one of them must be;
-//! - a route with neither list needs only a valid token;
-//! - a `public` route is always allowed (its token, if any, was still
-//!   validated by the authenticate phase).
+//! - [`Access::Public`] is always allowed (its token, if any, was still
+//!   validated by the authenticate phase);
+//! - [`Access::Token`]: every scope in `all` (the route's `scopes`) must be
+//!   satisfied, and when `any` (`any_scopes`) is non-empty, at least one of
+//!   them must be; with both empty a valid token is enough.
 //!
 //! A required scope is satisfied when some granted scope `g` has
 //! [`crate::scope::satisfies`]`(g, required)`: exact, case-sensitive byte
-//! equality (attack case K13: `Admin` and `admin ` are not `admin`), plus
-//! the `prefix:*` wildcard on either side (CONTRACT §2).
+//! equality (`Admin` and `admin ` are not `admin`: RFC 6749 §3.3 scope
+//! tokens are case-sensitive strings), plus the `prefix:*` wildcard on
+//! either side (`docs/configuration.md`).
 //!
 //! The granted scopes may be given as a list ([`authorize`] with `&[S]`,
 //! `&Vec<S>`, `&[S; N]`: one scope per element, compared as is) or as the
@@ -17,7 +19,7 @@
 //! `&Box<str>`, e.g. [`crate::tokens::cache::Identity::scope`]: split on
 //! single spaces, empty items ignored). Neither form allocates.
 
-use crate::config::RouteConfig;
+use crate::config::Access;
 use crate::scope::satisfies;
 
 /// The outcome of [`authorize`].
@@ -73,15 +75,15 @@ impl GrantedScopes for Box<str> {
     }
 }
 
-/// Does `granted` satisfy `route`? See the module documentation.
-pub fn authorize<G: GrantedScopes + ?Sized>(granted: &G, route: &RouteConfig) -> Decision {
-    if route.public {
-        return Decision::Allow;
-    }
-    let all = route.scopes.iter().all(|s| granted.any_satisfies(s));
-    let any =
-        route.any_scopes.is_empty() || route.any_scopes.iter().any(|s| granted.any_satisfies(s));
-    if all && any {
+/// Does `granted` satisfy `access`? See the module documentation.
+pub fn authorize<G: GrantedScopes + ?Sized>(granted: &G, access: &Access) -> Decision {
+    let (all, any) = match access {
+        Access::Public => return Decision::Allow,
+        Access::Token { all, any } => (all, any),
+    };
+    let all_met = all.iter().all(|s| granted.any_satisfies(s));
+    let any_met = any.is_empty() || any.iter().any(|s| granted.any_satisfies(s));
+    if all_met && any_met {
         Decision::Allow
     } else {
         Decision::InsufficientScope
@@ -92,25 +94,19 @@ pub fn authorize<G: GrantedScopes + ?Sized>(granted: &G, route: &RouteConfig) ->
 mod tests {
     use super::Decision::*;
     use super::*;
-    use crate::config::{Config, EnvOverrides};
 
-    /// A protected route from the real configuration loader, then given
-    /// the scope lists under test (which may be ones the loader would
-    /// refuse, to test this phase on its own).
-    fn route(scopes: &[&str], any: &[&str]) -> RouteConfig {
-        let toml = "[[routes]]\nname = \"r\"\npath = \"/r\"\nupstream = \"http://127.0.0.1:9\"\n";
-        let mut r = Config::parse(toml, "test.toml", &EnvOverrides::default())
-            .expect("valid test route")
-            .routes
-            .remove(0);
-        r.scopes = scopes.iter().map(|s| s.to_string()).collect();
-        r.any_scopes = any.iter().map(|s| s.to_string()).collect();
-        r
+    /// A protected route's policy with the scope lists under test (which
+    /// may be ones the loader would refuse, to test this phase on its own).
+    fn route(scopes: &[&str], any: &[&str]) -> Access {
+        Access::Token {
+            all: scopes.iter().map(|s| s.to_string()).collect(),
+            any: any.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     /// Check a grant in both forms: as a list, and as the space-separated
     /// string of the same list.
-    fn both(granted: &[&str], r: &RouteConfig) -> Decision {
+    fn both(granted: &[&str], r: &Access) -> Decision {
         let list = authorize(granted, r);
         let string = authorize(&granted.join(" "), r);
         assert_eq!(
@@ -181,7 +177,6 @@ mod tests {
 
     #[test]
     fn exact_and_case_sensitive() {
-        // K13
         let r = route(&["admin"], &[]);
         assert_eq!(both(&["admin"], &r), Allow);
         assert_eq!(both(&["Admin"], &r), InsufficientScope);
@@ -192,7 +187,7 @@ mod tests {
 
     #[test]
     fn trailing_space_is_not_the_scope() {
-        // K13: as list elements, `"admin "` and `" admin"` are other
+        // As list elements, `"admin "` and `" admin"` are other
         // (invalid) scope-tokens and satisfy nothing.
         let r = route(&["admin"], &[]);
         assert_eq!(authorize(&["admin "], &r), InsufficientScope);
@@ -221,13 +216,11 @@ mod tests {
 
     #[test]
     fn public_routes_allow_regardless() {
-        let mut p = route(&[], &[]);
-        p.public = true;
+        let p = Access::Public;
         assert_eq!(both(&NONE, &p), Allow);
-        // Even if a route were built with both (the loader refuses it).
-        p.scopes = vec!["never".into()];
-        p.any_scopes = vec!["nor-this".into()];
-        assert_eq!(both(&NONE, &p), Allow);
+        // A public route has no scopes to check (the type has nowhere to
+        // put them), whatever the token carries.
+        assert_eq!(both(&["never", "nor-this"], &p), Allow);
     }
 
     #[test]

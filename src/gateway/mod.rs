@@ -205,7 +205,7 @@ pub async fn authenticate<B>(
 ) -> Result<Option<Arc<Identity>>, Rejection> {
     match credentials(req.headers(), req.uri().query())? {
         Credentials::Bearer(token) => Ok(Some(tokens.validate(token).await?)),
-        Credentials::None if route.config.public => Ok(None),
+        Credentials::None if route.config.access.is_public() => Ok(None),
         Credentials::None => Err(Rejection::MissingCredentials),
     }
 }
@@ -216,7 +216,7 @@ pub fn authorize(identity: Option<&Identity>, route: &Route) -> Result<(), Rejec
         // Only a public route lets an anonymous request this far.
         return Ok(());
     };
-    match authorize::authorize(&id.scope, &route.config) {
+    match authorize::authorize(&id.scope, &route.config.access) {
         Decision::Allow => Ok(()),
         Decision::InsufficientScope => Err(Rejection::InsufficientScope {
             scope: route.required_scope.clone(),

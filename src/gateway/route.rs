@@ -6,12 +6,12 @@
 //!
 //! `find` takes an already **normalized** path ([`super::normalize`]), so
 //! dot segments, `//` and encoded unreserved characters cannot change which
-//! route matches (attack cases P1-P7).
+//! route matches (`docs/security.md`).
 //!
 //! - **Prefix**: a route prefix `P` matches a path `X` when `X == P`, when
 //!   `X` starts with `P` followed by `/`, or when `P` is `/`. Matching is on
 //!   segment boundaries, so `/api` matches `/api`, `/api/` and `/api/x` but
-//!   not `/apix` (P9). It is byte-exact and therefore case-sensitive
+//!   not `/apix`. It is byte-exact and therefore case-sensitive
 //!   (`/ADMIN` is not `/admin`).
 //! - **Host**: the request's `Host` (or HTTP/2 `:authority`) is compared
 //!   ASCII-case-insensitively with the route's `host`, after removing the
@@ -47,7 +47,7 @@ use std::borrow::Cow;
 
 use http::{HeaderValue, Method};
 
-use crate::config::RouteConfig;
+use crate::config::{Access, RouteConfig};
 
 /// A compiled route.
 #[derive(Debug, Clone)]
@@ -56,8 +56,8 @@ pub struct Route {
     /// `Allow` for this route alone (every method when `methods` is unset).
     pub allow: HeaderValue,
     /// The route's `scopes` then `any_scopes` (each once), space-separated,
-    /// for `WWW-Authenticate: Bearer ..., scope="..."`; `None` when both are
-    /// empty.
+    /// for `WWW-Authenticate: Bearer ..., scope="..."` (RFC 6750 §3); `None`
+    /// for a public route and when both are empty.
     pub required_scope: Option<HeaderValue>,
     /// Position in the configuration; also this route's position in
     /// [`RouteTable::routes`].
@@ -148,11 +148,15 @@ fn allow_value<'a>(lists: impl Iterator<Item = Option<&'a [Method]>> + Clone) ->
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(ALL_METHODS))
 }
 
-/// `scopes` then `any_scopes`, each once, space-separated.
-fn required_scope(config: &RouteConfig) -> Option<HeaderValue> {
+/// `scopes` then `any_scopes`, each once, space-separated; `None` for a
+/// public route or one that needs no scope.
+fn required_scope(access: &Access) -> Option<HeaderValue> {
+    let Access::Token { all, any } = access else {
+        return None;
+    };
     let mut s = String::new();
     let mut seen: Vec<&str> = Vec::new();
-    for scope in config.scopes.iter().chain(&config.any_scopes) {
+    for scope in all.iter().chain(any) {
         if seen.contains(&scope.as_str()) {
             continue;
         }
@@ -177,7 +181,7 @@ impl RouteTable {
             .enumerate()
             .map(|(index, config)| Route {
                 allow: allow_value(std::iter::once(config.methods.as_deref())),
-                required_scope: required_scope(&config),
+                required_scope: required_scope(&config.access),
                 config,
                 index,
             })

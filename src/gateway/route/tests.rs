@@ -46,10 +46,10 @@ fn segment_boundaries() {
     assert_eq!(get(&t, "/api/"), "api");
     assert_eq!(get(&t, "/api/x"), "api");
     assert_eq!(get(&t, "/api/x/y/"), "api");
-    assert_eq!(get(&t, "/apix"), "404"); // P9
+    assert_eq!(get(&t, "/apix"), "404"); // not a segment boundary
     assert_eq!(get(&t, "/ap"), "404");
     assert_eq!(get(&t, "/"), "404");
-    assert_eq!(get(&t, "/API"), "404"); // case-sensitive (P7)
+    assert_eq!(get(&t, "/API"), "404"); // case-sensitive
     assert_eq!(get(&t, "/x/api"), "404");
 }
 
@@ -290,15 +290,16 @@ fn empty_table() {
 
 #[test]
 fn required_scope_header() {
+    let token = |all: &[&str], any: &[&str]| Access::Token {
+        all: all.iter().map(|s| s.to_string()).collect(),
+        any: any.iter().map(|s| s.to_string()).collect(),
+    };
     let mut c = rc("x", "/x");
-    c.public = false;
-    c.scopes = vec!["a".into(), "b:c".into()];
-    c.any_scopes = vec!["d".into(), "a".into(), "e:*".into()];
+    c.access = token(&["a", "b:c"], &["d", "a", "e:*"]);
     let mut none = rc("y", "/y");
-    none.public = false;
+    none.access = token(&[], &[]);
     let mut any_only = rc("z", "/z");
-    any_only.public = false;
-    any_only.any_scopes = vec!["q".into()];
+    any_only.access = token(&[], &["q"]);
     let t = RouteTable::new(vec![c, none, any_only, rc("p", "/p")]);
     let r = t.routes();
     assert_eq!(r[0].required_scope.as_ref().unwrap(), "a b:c d e:*");
