@@ -101,6 +101,24 @@ pub struct LoginConfig {
     pub hash_concurrency: usize,
 }
 
+/// Every method the gateway proxies, which is every method a route may
+/// list, in the order an `Allow` header lists them. CONNECT (RFC 9110
+/// §9.3.6) and TRACE (RFC 9110 §9.3.8) are never proxied, so they cannot be
+/// configured either.
+pub const PROXIED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// The `Allow` value for "every method": [`PROXIED_METHODS`], in order,
+/// comma-separated (RFC 9110 §10.2.1).
+pub const ALLOW_ALL_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Where a route's traffic goes: `http://host:port[/base]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {

@@ -145,6 +145,20 @@ fn unknown_methods() {
 }
 
 #[test]
+fn one_list_of_proxied_methods() {
+    let joined: Vec<&str> = PROXIED_METHODS.iter().map(Method::as_str).collect();
+    assert_eq!(ALLOW_ALL_METHODS, joined.join(", "));
+    assert!(!PROXIED_METHODS.contains(&Method::CONNECT));
+    assert!(!PROXIED_METHODS.contains(&Method::TRACE));
+    // Every listed method is configurable, in any case, and kept once.
+    let c = parse(&format!(
+        "{ROUTE}methods = [\"get\", \"Head\", \"POST\", \"put\", \"patch\", \"delete\", \"options\", \"GET\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.routes[0].methods.as_deref(), Some(&PROXIED_METHODS[..]));
+}
+
+#[test]
 fn invalid_scope_strings() {
     let e = errors(&ROUTE.replace(
         "[\"orders:read\"]",

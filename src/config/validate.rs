@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::raw::{RawCache, RawDatabase, RawLogin, RawRoute, RawServer, RawTokens};
 use super::{
     Access, CacheConfig, ConfigError, DatabaseConfig, EnvOverrides, LoginConfig, RouteConfig,
-    Secret, ServerConfig, TokenConfig, Upstream,
+    Secret, ServerConfig, TokenConfig, Upstream, ALLOW_ALL_METHODS, PROXIED_METHODS,
 };
 use crate::scope;
 
@@ -252,9 +252,7 @@ impl Errors {
                     }
                     None => self.push(
                         &format!("{loc}.methods"),
-                        format!(
-                            "unknown method {m:?} (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
-                        ),
+                        format!("unknown method {m:?} ({ALLOW_ALL_METHODS})"),
                     ),
                 }
             }
@@ -327,19 +325,12 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Methods a route may list. CONNECT (RFC 9110 §9.3.6) and TRACE
-/// (RFC 9110 §9.3.8) are never proxied, so they cannot be configured either.
+/// A method a route may list: one of [`PROXIED_METHODS`], in any case.
 fn parse_method(m: &str) -> Option<Method> {
-    match m.to_ascii_uppercase().as_str() {
-        "GET" => Some(Method::GET),
-        "HEAD" => Some(Method::HEAD),
-        "POST" => Some(Method::POST),
-        "PUT" => Some(Method::PUT),
-        "PATCH" => Some(Method::PATCH),
-        "DELETE" => Some(Method::DELETE),
-        "OPTIONS" => Some(Method::OPTIONS),
-        _ => None,
-    }
+    PROXIED_METHODS
+        .iter()
+        .find(|p| p.as_str().eq_ignore_ascii_case(m))
+        .cloned()
 }
 
 /// A route prefix must already be in normal form: it is compared with

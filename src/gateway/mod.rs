@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Version};
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
@@ -37,9 +37,6 @@ use authorize::Decision;
 use route::{Route, RouteMatch, RouteTable};
 
 pub use explain::{explain, ExplainError, Explanation};
-
-/// Methods a gateway never proxies, whatever the route says.
-const ALL_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// The limits the proxy path enforces per request.
 #[derive(Debug, Clone)]
@@ -134,7 +131,7 @@ impl Gateway {
 pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(Rejection::MethodNotAllowed {
-            allow: HeaderValue::from_static(ALL_METHODS),
+            allow: HeaderValue::from_static(ALLOW_ALL_METHODS),
         });
     }
     if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {

@@ -24,10 +24,11 @@
 //!   *winning level*: the first of them in configuration order whose
 //!   `methods` allow the request's method wins (no `methods` = every
 //!   method). When none does, the answer is 405 with `Allow` listing the
-//!   union of the methods of that level, in the order `GET, HEAD, POST,
-//!   PUT, PATCH, DELETE, OPTIONS`. The method never makes a less specific
-//!   route win: a 405 on `/api/orders` does not fall back to `/api`, and a
-//!   405 on a host-specific route does not fall back to a host-less one.
+//!   union of the methods of that level, in the order of
+//!   [`PROXIED_METHODS`] (`GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS`).
+//!   The method never makes a less specific route win: a 405 on
+//!   `/api/orders` does not fall back to `/api`, and a 405 on a
+//!   host-specific route does not fall back to a host-less one.
 //! - `HEAD` is **not** implied by `GET`: methods are exactly the configured
 //!   ones.
 //!
@@ -47,7 +48,7 @@ use std::borrow::Cow;
 
 use http::{HeaderValue, Method};
 
-use crate::config::{Access, RouteConfig};
+use crate::config::{Access, RouteConfig, ALLOW_ALL_METHODS, PROXIED_METHODS};
 
 /// A compiled route.
 #[derive(Debug, Clone)]
@@ -98,19 +99,6 @@ pub struct RouteTable {
     levels: Vec<Level>,
 }
 
-/// Every method a route may be configured with, in `Allow` order.
-const METHOD_ORDER: [Method; 7] = [
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::PATCH,
-    Method::DELETE,
-    Method::OPTIONS,
-];
-
-const ALL_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-
 /// `Allow` for a set of method lists; `None` in the set means every method.
 fn allow_value<'a>(lists: impl Iterator<Item = Option<&'a [Method]>> + Clone) -> HeaderValue {
     let mut all = false;
@@ -126,9 +114,9 @@ fn allow_value<'a>(lists: impl Iterator<Item = Option<&'a [Method]>> + Clone) ->
         all |= list.is_none();
     }
     if all {
-        return HeaderValue::from_static(ALL_METHODS);
+        return HeaderValue::from_static(ALLOW_ALL_METHODS);
     }
-    for m in &METHOD_ORDER {
+    for m in &PROXIED_METHODS {
         if has(m) {
             push(m.as_str());
         }
@@ -137,7 +125,7 @@ fn allow_value<'a>(lists: impl Iterator<Item = Option<&'a [Method]>> + Clone) ->
     // in first-seen order.
     let mut extra: Vec<&Method> = Vec::new();
     for m in lists.flatten().flatten() {
-        if !METHOD_ORDER.contains(m) && !extra.contains(&m) {
+        if !PROXIED_METHODS.contains(m) && !extra.contains(&m) {
             extra.push(m);
         }
     }
@@ -145,7 +133,7 @@ fn allow_value<'a>(lists: impl Iterator<Item = Option<&'a [Method]>> + Clone) ->
         push(m.as_str());
     }
     // Method names are tokens: always a valid header value.
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(ALL_METHODS))
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(ALLOW_ALL_METHODS))
 }
 
 /// `scopes` then `any_scopes`, each once, space-separated; `None` for a
