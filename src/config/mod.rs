@@ -10,12 +10,20 @@
 //! - this module: the validated types, [`Config::load`] / [`Config::parse`];
 //! - `raw`: the file's shapes as serde reads them, with the one set of
 //!   defaults;
-//! - `validate`: raw -> validated, collecting located errors.
+//! - `validate`: raw -> validated, collecting located errors;
+//! - `cidr`: [`Cidr`], for `server.trusted_proxies`;
+//! - `database_url`: [`TlsMode`] and the other TLS parameters of
+//!   `database.url`, and [`pg_url`].
 //!
 //! This is a leaf module: it uses nothing from the gateway or the stores.
 
+mod cidr;
+mod database_url;
 mod raw;
 mod validate;
+
+pub use cidr::Cidr;
+pub use database_url::{pg_url, TlsMode};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,7 +33,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use http::Method;
 
-use raw::{RawCache, RawDatabase, RawLogin, RawServer, RawTokens, SECTIONS};
+use raw::{RawCache, RawDatabase, RawLogin, RawOAuth, RawServer, RawTokens, SECTIONS};
 use validate::Errors;
 
 /// A secret string whose `Debug` never prints the value.
@@ -53,6 +61,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub tokens: TokenConfig,
+    pub oauth: OAuthConfig,
     pub cache: CacheConfig,
     pub login: LoginConfig,
     pub routes: Vec<RouteConfig>,
@@ -69,13 +78,42 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub request_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The load balancers in front of scopegate. From a peer in one of
+    /// these networks the client address (for throttling, budgets and the
+    /// forwarded headers) is the right-most `X-Forwarded-For` entry that is
+    /// not itself in one; from any other peer it is the peer
+    /// (`docs/configuration.md`). Empty, the default: `X-Forwarded-For` is
+    /// never believed.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ServerConfig {
+    /// Is `peer` one of [`ServerConfig::trusted_proxies`]?
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// `None`: `dev` runs an embedded cluster; `serve` refuses to start.
+    /// As written: may hold `sslmode` values and `sslrootcert`, which
+    /// tokio-postgres does not parse; give it [`DatabaseConfig::pg_url`].
     pub url: Option<Secret>,
     pub pool_size: usize,
+    /// The `sslmode` of `url`; [`TlsMode::Prefer`] when it has none.
+    pub tls: TlsMode,
+    /// The `sslrootcert` of `url`: the CA certificate file the server's
+    /// certificate must chain to. Always set for
+    /// [`TlsMode::VerifyCa`] and [`TlsMode::VerifyFull`].
+    pub ca_file: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// `url` as tokio-postgres parses it (see [`pg_url`]).
+    pub fn pg_url(&self) -> Option<Secret> {
+        self.url.as_ref().map(pg_url)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,17 +123,44 @@ pub struct TokenConfig {
     pub refresh_reuse_grace: Duration,
 }
 
+/// `[oauth]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// The authorization server's issuer identifier (RFC 8414 §2), also
+    /// sent as `iss` (RFC 9207): an `http` or `https` URL without query or
+    /// fragment, stored without a trailing `/`. Default: `"http://"` +
+    /// `server.listen` (after `SCOPEGATE_LISTEN`).
+    pub issuer: String,
+    /// `false`: `grant_type=password` is answered `unsupported_grant_type`
+    /// (RFC 9700 §2.4 advises against the grant).
+    pub password_grant: bool,
+    /// How long an authorization code may be redeemed (RFC 6749 §4.1.2
+    /// recommends at most 10 minutes).
+    pub code_ttl: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub max_entries: u64,
     pub max_staleness: Duration,
     pub outage_grace: Duration,
     pub negative_ttl: Duration,
+    /// Uncached tokens per client address per second that may turn out
+    /// invalid (burst twice that); beyond it the address gets 429 without a
+    /// database query.
+    pub invalid_lookups_per_ip: u32,
+    /// A validation query not answered within this long counts as
+    /// "database unreachable" (`db_deadline_ms`; never zero).
+    pub db_deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct LoginConfig {
+    /// Failed password logins per username within `window`.
     pub max_failures: u32,
+    /// Failed password logins per client address within `window` (higher
+    /// than `max_failures`: one NAT or load balancer is many users).
+    pub max_failures_per_ip: u32,
     pub window: Duration,
     /// Resolved: never 0 (0 in the file means "number of cores").
     pub hash_concurrency: usize,
@@ -118,6 +183,22 @@ pub const PROXIED_METHODS: [Method; 7] = [
 /// The `Allow` value for "every method": [`PROXIED_METHODS`], in order,
 /// comma-separated (RFC 9110 §10.2.1).
 pub const ALLOW_ALL_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Path prefixes scopegate answers itself on the proxy listener: the OAuth
+/// endpoints, and well-known URIs (RFC 8615) such as the authorization
+/// server metadata (RFC 8414 §3). No route may be configured at or under
+/// them; the root route `/` is allowed (these paths never reach it).
+pub const RESERVED_PREFIXES: [&str; 2] = ["/oauth", "/.well-known"];
+
+/// The reserved prefix that `path` (normalized) is at or under, on segment
+/// boundaries: `/oauth` and `/oauth/token` are under `/oauth`, `/oauthx`
+/// is not.
+pub fn reserved_prefix(path: &str) -> Option<&'static str> {
+    RESERVED_PREFIXES.into_iter().find(|p| {
+        path.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
 
 /// Where a route's traffic goes: `http://host:port[/base]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,19 +346,22 @@ impl Config {
         let tokens: RawTokens = errs.section(&table, "tokens").unwrap_or_default();
         let cache: RawCache = errs.section(&table, "cache").unwrap_or_default();
         let login: RawLogin = errs.section(&table, "login").unwrap_or_default();
+        let oauth: RawOAuth = errs.section(&table, "oauth").unwrap_or_default();
 
         let server = errs.server(server, env);
         let database = errs.database(database, env);
         let tokens = errs.tokens(tokens);
+        let oauth = errs.oauth(oauth, server.as_ref().map(|s| s.listen));
         let cache = errs.cache(cache);
         let login = errs.login(login);
         let routes = errs.routes(&table);
 
-        match server {
-            Some(server) if errs.list.is_empty() => Ok(Config {
+        match (server, oauth) {
+            (Some(server), Some(oauth)) if errs.list.is_empty() => Ok(Config {
                 server,
                 database,
                 tokens,
+                oauth,
                 cache,
                 login,
                 routes,

@@ -9,7 +9,9 @@
 use serde::Deserialize;
 
 /// The top-level tables a file may have.
-pub(super) const SECTIONS: [&str; 6] = ["server", "database", "tokens", "cache", "login", "routes"];
+pub(super) const SECTIONS: [&str; 7] = [
+    "server", "database", "tokens", "oauth", "cache", "login", "routes",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +24,7 @@ pub(super) struct RawServer {
     pub max_connections: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -35,6 +38,7 @@ impl Default for RawServer {
             max_connections: 10000,
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -75,11 +79,33 @@ impl Default for RawTokens {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub(super) struct RawOAuth {
+    /// `None`: `"http://" + server.listen`, decided in validation (it
+    /// depends on `SCOPEGATE_LISTEN`).
+    pub issuer: Option<String>,
+    pub password_grant: bool,
+    pub code_ttl_secs: u64,
+}
+
+impl Default for RawOAuth {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            password_grant: true,
+            code_ttl_secs: 60,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawCache {
     pub max_entries: u64,
     pub max_staleness_secs: u64,
     pub outage_grace_secs: u64,
     pub negative_ttl_secs: u64,
+    pub invalid_lookups_per_ip: u32,
+    pub db_deadline_ms: u64,
 }
 
 impl Default for RawCache {
@@ -89,6 +115,8 @@ impl Default for RawCache {
             max_staleness_secs: 5,
             outage_grace_secs: 60,
             negative_ttl_secs: 5,
+            invalid_lookups_per_ip: 50,
+            db_deadline_ms: 1000,
         }
     }
 }
@@ -97,6 +125,7 @@ impl Default for RawCache {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLogin {
     pub max_failures: u32,
+    pub max_failures_per_ip: u32,
     pub window_secs: u64,
     pub hash_concurrency: usize,
 }
@@ -105,6 +134,7 @@ impl Default for RawLogin {
     fn default() -> Self {
         Self {
             max_failures: 5,
+            max_failures_per_ip: 50,
             window_secs: 300,
             hash_concurrency: 0,
         }

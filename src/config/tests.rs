@@ -1,5 +1,8 @@
 use super::*;
 
+mod cidr;
+mod database_url;
+
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse(text, "test.toml", &EnvOverrides::default())
 }
@@ -307,4 +310,186 @@ fn shipped_configs_are_valid() {
             panic!("{name}: {e}");
         }
     }
+}
+
+#[test]
+fn new_keys_have_their_defaults() {
+    let c = parse("").unwrap();
+    assert!(c.server.trusted_proxies.is_empty());
+    assert!(!c.server.is_trusted_proxy("127.0.0.1".parse().unwrap()));
+    assert_eq!(c.login.max_failures_per_ip, 50);
+    assert_eq!(c.cache.invalid_lookups_per_ip, 50);
+    assert_eq!(c.cache.db_deadline, Duration::from_millis(1000));
+    assert_eq!(
+        c.oauth,
+        OAuthConfig {
+            issuer: "http://127.0.0.1:8080".into(),
+            password_grant: true,
+            code_ttl: Duration::from_secs(60),
+        }
+    );
+    assert_eq!(c.database.tls, TlsMode::Prefer);
+    assert!(c.database.ca_file.is_none());
+    assert!(c.database.pg_url().is_none());
+}
+
+#[test]
+fn new_keys_are_read() {
+    let c = parse(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\
+         [login]\nmax_failures_per_ip = 7\n\
+         [cache]\ninvalid_lookups_per_ip = 3\ndb_deadline_ms = 250\n\
+         [oauth]\nissuer = \"https://auth.example.com/\"\npassword_grant = false\ncode_ttl_secs = 30\n",
+    )
+    .unwrap();
+    let proxies: Vec<String> = c
+        .server
+        .trusted_proxies
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "::1/128"]);
+    assert!(c.server.is_trusted_proxy("10.9.8.7".parse().unwrap()));
+    assert!(c.server.is_trusted_proxy("::1".parse().unwrap()));
+    assert!(!c.server.is_trusted_proxy("11.0.0.1".parse().unwrap()));
+    assert_eq!(c.login.max_failures_per_ip, 7);
+    assert_eq!(c.cache.invalid_lookups_per_ip, 3);
+    assert_eq!(c.cache.db_deadline, Duration::from_millis(250));
+    assert_eq!(c.oauth.issuer, "https://auth.example.com");
+    assert!(!c.oauth.password_grant);
+    assert_eq!(c.oauth.code_ttl, Duration::from_secs(30));
+}
+
+#[test]
+fn new_limits_must_be_positive() {
+    let e = errors(
+        "[login]\nmax_failures_per_ip = 0\n\
+         [cache]\ninvalid_lookups_per_ip = 0\ndb_deadline_ms = 0\n\
+         [oauth]\ncode_ttl_secs = 0\n",
+    );
+    assert_eq!(
+        e,
+        vec![
+            "test.toml: oauth.code_ttl_secs: must be greater than 0",
+            "test.toml: cache.invalid_lookups_per_ip: must be greater than 0",
+            "test.toml: cache.db_deadline_ms: must be greater than 0",
+            "test.toml: login.max_failures_per_ip: must be greater than 0",
+        ]
+    );
+    let e = errors("[oauth]\nissuer = \"https://a\"\nbogus = 1\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("test.toml: oauth: unknown field `bogus`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn trusted_proxies_errors_are_located() {
+    let e = errors(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"::/129\", \"proxy.local\", \"10.0.0.0/\", \"10.0.0.0/+8\"]\n",
+    );
+    assert_eq!(e.len(), 5, "{e:?}");
+    for (i, m) in e.iter().enumerate() {
+        assert!(
+            m.starts_with(&format!("test.toml: server.trusted_proxies[{}]: ", i + 1)),
+            "{e:?}"
+        );
+    }
+    assert!(
+        e[0].contains("host bits set (the network is 10.0.0.0/8)"),
+        "{e:?}"
+    );
+    assert!(e[1].contains("at most 128"), "{e:?}");
+    assert!(e[2].contains("not an IP address"), "{e:?}");
+    let e = errors("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n");
+    assert!(e[0].starts_with("test.toml: server: invalid type"), "{e:?}");
+}
+
+#[test]
+fn issuer_default_follows_the_listen_address() {
+    let env = EnvOverrides {
+        database_url: None,
+        listen: Some("0.0.0.0:9999".into()),
+    };
+    let c = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\n", "f", &env).unwrap();
+    assert_eq!(c.oauth.issuer, "http://0.0.0.0:9999");
+    let c = parse("[server]\nlisten = \"[::1]:8443\"\n").unwrap();
+    assert_eq!(c.oauth.issuer, "http://[::1]:8443");
+    // An explicit issuer is not changed by the listen address.
+    let c = Config::parse("[oauth]\nissuer = \"https://a.example\"\n", "f", &env).unwrap();
+    assert_eq!(c.oauth.issuer, "https://a.example");
+}
+
+#[test]
+fn issuer_forms() {
+    for (good, stored) in [
+        ("https://auth.example.com", "https://auth.example.com"),
+        ("https://auth.example.com/", "https://auth.example.com"),
+        (
+            "HTTPS://Auth.Example.com:8443/",
+            "https://auth.example.com:8443",
+        ),
+        (
+            "https://auth.example.com/Tenant//",
+            "https://auth.example.com/Tenant",
+        ),
+        (
+            "https://example.com/tenant/a/",
+            "https://example.com/tenant/a",
+        ),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ] {
+        let c = parse(&format!("[oauth]\nissuer = {good:?}\n")).unwrap();
+        assert_eq!(c.oauth.issuer, stored, "{good}");
+    }
+    for (bad, needle) in [
+        ("auth.example.com", "is not a URL"),
+        ("ftp://auth.example.com", "http:// or https://"),
+        ("urn:example:issuer", "is not a URL"),
+        ("/relative", "is not a URL"),
+        ("https://", "is not a URL"),
+        ("https://auth.example.com/?tenant=a", "query or fragment"),
+        ("https://auth.example.com/#x", "query or fragment"),
+        ("https://auth.example.com?", "query or fragment"),
+        ("https://u:p@auth.example.com", "user info"),
+    ] {
+        let e = errors(&format!("[oauth]\nissuer = {bad:?}\n"));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(e[0].starts_with("test.toml: oauth.issuer: "), "{e:?}");
+        assert!(e[0].contains(needle), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn routes_cannot_be_under_reserved_paths() {
+    for bad in [
+        "/oauth",
+        "/oauth/",
+        "/oauth/token",
+        "/.well-known",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let e = errors(&format!(
+            "{ROUTE}{}",
+            ROUTE
+                .replace("\"orders\"", "\"x\"")
+                .replace("/api/orders", bad)
+        ));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with("test.toml: routes[1] \"x\".path: "),
+            "{bad}: {e:?}"
+        );
+        assert!(e[0].contains("which scopegate serves itself"), "{e:?}");
+    }
+    for good in ["/", "/oauthx", "/api/oauth", "/.well-knownx", "/well-known"] {
+        let c =
+            parse(&ROUTE.replace("/api/orders", good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(c.routes[0].path, good);
+    }
+    assert_eq!(reserved_prefix("/oauth/revoke"), Some("/oauth"));
+    assert_eq!(reserved_prefix("/.well-known"), Some("/.well-known"));
+    assert_eq!(reserved_prefix("/oauth2"), None);
+    assert_eq!(reserved_prefix("/"), None);
 }

@@ -9,10 +9,12 @@ use http::{Method, Uri};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::raw::{RawCache, RawDatabase, RawLogin, RawRoute, RawServer, RawTokens};
+use super::database_url::{pg_url, tls_params, TlsParams};
+use super::raw::{RawCache, RawDatabase, RawLogin, RawOAuth, RawRoute, RawServer, RawTokens};
 use super::{
-    Access, CacheConfig, ConfigError, DatabaseConfig, EnvOverrides, LoginConfig, RouteConfig,
-    Secret, ServerConfig, TokenConfig, Upstream, ALLOW_ALL_METHODS, PROXIED_METHODS,
+    reserved_prefix, Access, CacheConfig, Cidr, ConfigError, DatabaseConfig, EnvOverrides,
+    LoginConfig, OAuthConfig, RouteConfig, Secret, ServerConfig, TokenConfig, Upstream,
+    ALLOW_ALL_METHODS, PROXIED_METHODS,
 };
 use crate::scope;
 
@@ -97,6 +99,13 @@ impl Errors {
             raw.header_read_timeout_secs,
         );
         self.positive("server.request_timeout_secs", raw.request_timeout_secs);
+        let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+        for (i, s) in raw.trusted_proxies.iter().enumerate() {
+            match s.parse::<Cidr>() {
+                Ok(c) => trusted_proxies.push(c),
+                Err(msg) => self.push(&format!("server.trusted_proxies[{i}]"), msg),
+            }
+        }
         Some(ServerConfig {
             listen: listen?,
             admin_listen: admin_listen?,
@@ -106,6 +115,7 @@ impl Errors {
             max_connections: raw.max_connections,
             request_timeout: secs(raw.request_timeout_secs),
             shutdown_grace: secs(raw.shutdown_grace_secs),
+            trusted_proxies,
         })
     }
 
@@ -116,15 +126,25 @@ impl Errors {
             Some(u) => (Some(u.clone()), "SCOPEGATE_DATABASE_URL"),
             None => (raw.url, "database.url"),
         };
+        let url = url.map(Secret::new);
+        let mut tls = TlsParams::default();
+        // The URL may hold a password: errors name the problem, not the value.
         if let Some(url) = &url {
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                // The URL may hold a password: name the problem, not the value.
-                self.push(loc, format!("not a valid Postgres connection string: {e}"));
+            match tls_params(url.expose()) {
+                Ok(p) => {
+                    tls = p;
+                    if let Err(e) = pg_url(url).expose().parse::<tokio_postgres::Config>() {
+                        self.push(loc, format!("not a valid Postgres connection string: {e}"));
+                    }
+                }
+                Err(msg) => self.push(loc, msg),
             }
         }
         DatabaseConfig {
-            url: url.map(Secret::new),
+            url,
             pool_size: raw.pool_size,
+            tls: tls.mode,
+            ca_file: tls.ca_file,
         }
     }
 
@@ -138,19 +158,51 @@ impl Errors {
         }
     }
 
+    /// `[oauth]`; `listen` is the proxy listener's address, for the
+    /// default issuer (`None`: it is invalid, and that is already an error).
+    pub fn oauth(&mut self, raw: RawOAuth, listen: Option<SocketAddr>) -> Option<OAuthConfig> {
+        self.positive("oauth.code_ttl_secs", raw.code_ttl_secs);
+        let issuer = match raw.issuer {
+            Some(s) => match parse_issuer(&s) {
+                Ok(i) => Some(i),
+                Err(msg) => {
+                    self.push("oauth.issuer", msg);
+                    None
+                }
+            },
+            None => listen.map(|a| format!("http://{a}")),
+        };
+        Some(OAuthConfig {
+            issuer: issuer?,
+            password_grant: raw.password_grant,
+            code_ttl: secs(raw.code_ttl_secs),
+        })
+    }
+
     pub fn cache(&mut self, raw: RawCache) -> CacheConfig {
         self.positive("cache.max_entries", raw.max_entries);
         self.positive("cache.negative_ttl_secs", raw.negative_ttl_secs);
+        self.positive(
+            "cache.invalid_lookups_per_ip",
+            u64::from(raw.invalid_lookups_per_ip),
+        );
+        self.positive("cache.db_deadline_ms", raw.db_deadline_ms);
         CacheConfig {
             max_entries: raw.max_entries,
             max_staleness: secs(raw.max_staleness_secs),
             outage_grace: secs(raw.outage_grace_secs),
             negative_ttl: secs(raw.negative_ttl_secs),
+            invalid_lookups_per_ip: raw.invalid_lookups_per_ip,
+            db_deadline: Duration::from_millis(raw.db_deadline_ms),
         }
     }
 
     pub fn login(&mut self, raw: RawLogin) -> LoginConfig {
         self.positive("login.max_failures", u64::from(raw.max_failures));
+        self.positive(
+            "login.max_failures_per_ip",
+            u64::from(raw.max_failures_per_ip),
+        );
         self.positive("login.window_secs", raw.window_secs);
         let hash_concurrency = if raw.hash_concurrency == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -159,6 +211,7 @@ impl Errors {
         };
         LoginConfig {
             max_failures: raw.max_failures,
+            max_failures_per_ip: raw.max_failures_per_ip,
             window: secs(raw.window_secs),
             hash_concurrency,
         }
@@ -336,6 +389,8 @@ fn parse_method(m: &str) -> Option<Method> {
 /// A route prefix must already be in normal form: it is compared with
 /// normalized request paths, so anything that normalization would change
 /// (dot segments, `//`, percent-encoding) could never match and is an error.
+/// It may not be at or under a [`super::RESERVED_PREFIXES`] path, which
+/// scopegate answers itself.
 fn normalize_route_path(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} must start with '/'"));
@@ -364,6 +419,11 @@ fn normalize_route_path(p: &str) -> Result<String, String> {
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
     {
         return Err(format!("{p:?} contains '//', '.' or '..' segments"));
+    }
+    if let Some(reserved) = reserved_prefix(trimmed) {
+        return Err(format!(
+            "{p:?} is under {reserved}, which scopegate serves itself (no route may be configured there)"
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -403,4 +463,37 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         authority,
         base_path: base.to_owned(),
     })
+}
+
+/// `oauth.issuer`: an `http` or `https` URL without user info, query or
+/// fragment (RFC 8414 §2), returned with its scheme and host lower-cased
+/// and without a trailing `/`.
+fn parse_issuer(s: &str) -> Result<String, String> {
+    // `http::Uri` drops a fragment without a word: look for one first.
+    if s.contains('?') || s.contains('#') {
+        return Err(format!(
+            "{s:?}: the issuer cannot have a query or fragment (RFC 8414 §2)"
+        ));
+    }
+    let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        return Err(format!("{s:?} is not a URL: the issuer needs https://host"));
+    };
+    if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+        return Err(format!(
+            "{s:?}: the issuer must be an http:// or https:// URL"
+        ));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("{s:?}: user info in the issuer is not allowed"));
+    }
+    if authority.host().is_empty() {
+        return Err(format!("{s:?} needs a host"));
+    }
+    Ok(format!(
+        "{}://{}{}",
+        scheme.as_str().to_ascii_lowercase(),
+        authority.as_str().to_ascii_lowercase(),
+        uri.path().trim_end_matches('/')
+    ))
 }

@@ -77,7 +77,8 @@ pub fn classify(e: tokio_postgres::Error) -> DbError {
 
 /// A description of where a connection string points, without its password.
 pub fn describe(url: &str) -> String {
-    let Ok(cfg) = url.parse::<tokio_postgres::Config>() else {
+    let url = crate::config::pg_url(&Secret::new(url));
+    let Ok(cfg) = url.expose().parse::<tokio_postgres::Config>() else {
         return "<unparsable database URL>".into();
     };
     let host = cfg
@@ -99,9 +100,10 @@ pub fn describe(url: &str) -> String {
     )
 }
 
-/// Build a pool (no connection is opened yet).
+/// Build a pool (no connection is opened yet). `url` is `database.url` as
+/// configured; [`crate::config::pg_url`] makes it one tokio-postgres parses.
 pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
-    let mut pg: tokio_postgres::Config = url
+    let mut pg: tokio_postgres::Config = crate::config::pg_url(url)
         .expose()
         .parse()
         .map_err(|e| DbError::Unavailable(format!("invalid database URL: {e}")))?;
