@@ -186,8 +186,9 @@ pub const ALLOW_ALL_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTION
 
 /// Path prefixes scopegate answers itself on the proxy listener: the OAuth
 /// endpoints, and well-known URIs (RFC 8615) such as the authorization
-/// server metadata (RFC 8414 §3). No route may be configured at or under
-/// them; the root route `/` is allowed (these paths never reach it).
+/// server metadata (RFC 8414 §3) (`docs/http.md`, "Local paths"). No route
+/// may be configured at or under them; the root route `/` is allowed
+/// (these paths never reach it).
 pub const RESERVED_PREFIXES: [&str; 2] = ["/oauth", "/.well-known"];
 
 /// The reserved prefix that `path` (normalized) is at or under, on segment

@@ -11,7 +11,7 @@
 //! [`crate::scope::satisfies`]`(g, required)`: exact, case-sensitive byte
 //! equality (`Admin` and `admin ` are not `admin`: RFC 6749 §3.3 scope
 //! tokens are case-sensitive strings), plus the `prefix:*` wildcard on
-//! either side (`docs/configuration.md`).
+//! either side (`docs/configuration.md`, "Scope rules").
 //!
 //! The granted scopes may be given as a list ([`authorize`] with `&[S]`,
 //! `&Vec<S>`, `&[S; N]`: one scope per element, compared as is) or as the

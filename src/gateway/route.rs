@@ -6,7 +6,8 @@
 //!
 //! `find` takes an already **normalized** path ([`super::normalize`]), so
 //! dot segments, `//` and encoded unreserved characters cannot change which
-//! route matches (`docs/security.md`).
+//! route matches (`docs/security.md`, "Path normalization and route
+//! bypass").
 //!
 //! - **Prefix**: a route prefix `P` matches a path `X` when `X == P`, when
 //!   `X` starts with `P` followed by `/`, or when `P` is `/`. Matching is on
