@@ -92,10 +92,17 @@ impl State {
         {
             pending.push("database");
         }
-        if format!("{:?}", (&old.tokens, &old.cache, &old.login))
-            != format!("{:?}", (&new.tokens, &new.cache, &new.login))
-        {
-            pending.push("tokens, cache, login");
+        if old.tokens != new.tokens {
+            pending.push("tokens");
+        }
+        if old.cache != new.cache {
+            pending.push("cache");
+        }
+        if old.login != new.login {
+            pending.push("login");
+        }
+        if old.oauth != new.oauth {
+            pending.push("oauth");
         }
         pending
     }

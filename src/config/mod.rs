@@ -116,7 +116,7 @@ impl DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenConfig {
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
@@ -139,7 +139,7 @@ pub struct OAuthConfig {
     pub code_ttl: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     pub max_entries: u64,
     pub max_staleness: Duration,
@@ -154,7 +154,7 @@ pub struct CacheConfig {
     pub db_deadline: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginConfig {
     /// Failed password logins per username within `window`.
     pub max_failures: u32,
