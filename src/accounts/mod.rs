@@ -3,8 +3,9 @@
 //! - [`password`]: argon2id hashing and verification on a bounded pool of
 //!   dedicated low-priority threads, so logins never steal the async
 //!   workers (or, much, the cores) that proxy traffic.
-//! - [`store`]: the accounts in Postgres (and the effective scopes of an
-//!   account = its own ∪ its roles'); [`catalog`]: scopes and roles.
+//! - [`store`]: the accounts in Postgres; [`catalog`]: scopes and roles;
+//!   [`scopes`]: the effective scopes of an account (its own ∪ its
+//!   roles') and which of them a token may carry.
 //! - [`bootstrap`]: the first `admin` account.
 //!
 //! ## Usernames
@@ -27,6 +28,7 @@
 pub mod bootstrap;
 pub mod catalog;
 pub mod password;
+pub mod scopes;
 pub mod store;
 
 use std::fmt;
@@ -34,7 +36,8 @@ use std::fmt;
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-/// Passwords longer than this are refused before hashing (attack case O5).
+/// Passwords longer than this are refused before hashing, so an over-long
+/// password cannot buy argon2 time (it is simply a wrong password).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest username, in characters (the column is `VARCHAR(255)`).
 pub const MAX_USERNAME_CHARS: usize = 255;

@@ -8,17 +8,18 @@
 //! API answer 409/404/422.
 //!
 //! The scopes an account can be granted in a token are its **effective**
-//! scopes: its own (`account_scopes`) plus those of its roles
-//! (`account_roles` -> `role_scopes`).
+//! scopes ([`super::scopes`]). Revoking an account's tokens (on a password
+//! change, or `account revoke-tokens`) is [`crate::tokens::revoke`]'s.
 
 use deadpool_postgres::{GenericClient, Pool};
 use serde::Serialize;
 
 use super::password::{HashError, Hasher};
+use super::scopes::ScopeRef;
 use super::{check_new_password, normalize_username, InvalidCredential, Password};
 use crate::db::{classify, DbError};
-use crate::tokens::issue::{self, IssueError, ScopeRef};
-use crate::tokens::TokenHash;
+use crate::tokens::issue::IssueError;
+use crate::tokens::{revoke, TokenHash};
 
 pub use super::catalog::{
     create_role, create_scope, delete_role, delete_scope, list_roles, list_scopes, Role, Scope,
@@ -375,7 +376,7 @@ pub async fn set_password(
     if n == 0 {
         return Err(StoreError::UnknownAccount(format!("#{account_id}")));
     }
-    let revoked = issue::revoke_account(&tx, account_id).await?;
+    let revoked = revoke::revoke_account(&tx, account_id).await?;
     tx.commit().await?;
     Ok(revoked)
 }
@@ -401,8 +402,11 @@ pub async fn grant(
 
 /// Revoke every token of an account. Returns the revoked access tokens' hashes.
 pub async fn revoke_tokens(pool: &Pool, account_id: i32) -> Result<Vec<TokenHash>, StoreError> {
-    let conn = pool.get().await?;
-    Ok(issue::revoke_account(&conn, account_id).await?)
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let revoked = revoke::revoke_account(&tx, account_id).await?;
+    tx.commit().await?;
+    Ok(revoked)
 }
 
 /// What a login needs to know about a username.

@@ -24,8 +24,7 @@ use crate::db::unix_now;
 use crate::error::Rejection;
 use crate::request::RequestCtx;
 use crate::scope;
-use crate::tokens::issue;
-use crate::tokens::{hash, store, Kind};
+use crate::tokens::{hash, lookup, Kind};
 
 pub async fn handle(
     oauth: &OAuth,
@@ -50,7 +49,7 @@ pub async fn handle(
     let now = unix_now();
     let active = match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            store::find_access(&oauth.db, &hash(token))
+            lookup::find_access(&oauth.db, &hash(token))
                 .await?
                 .filter(|r| r.is_valid(now))
                 .map(|r| Active {
@@ -63,7 +62,7 @@ pub async fn handle(
                 })
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
-            issue::find_refresh(&oauth.db, &hash(token))
+            lookup::find_refresh(&oauth.db, &hash(token))
                 .await?
                 .filter(|r| r.active)
                 .map(|r| Active {

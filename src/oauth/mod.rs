@@ -157,7 +157,7 @@ impl OAuth {
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tick.tick().await;
-                        if let Err(e) = crate::tokens::issue::sweep_sealed(&pool, grace).await {
+                        if let Err(e) = crate::tokens::rotate::sweep_sealed(&pool, grace).await {
                             tracing::debug!(error = %e, "could not erase expired grace-window pairs");
                         }
                     }

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use super::{require_method, status, OAuth};
 use crate::body::Body;
 use crate::error::Rejection;
-use crate::tokens::{hash, issue, Kind};
+use crate::tokens::{hash, revoke, Kind};
 
 pub async fn handle(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
@@ -30,11 +30,11 @@ pub async fn handle(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Bo
     let key = hash(token);
     match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            issue::revoke_access(&oauth.db, &key).await?;
+            revoke::revoke_access(&oauth.db, &key).await?;
             oauth.tokens.invalidate(&key).await;
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
-            let revoked = issue::revoke_refresh(&oauth.db, &key).await?;
+            let revoked = revoke::revoke_refresh(&oauth.db, &key).await?;
             for h in &revoked {
                 oauth.tokens.invalidate(h).await;
             }

@@ -1,5 +1,5 @@
 //! `POST /oauth/token`: the password grant and the refresh_token grant
-//! (RFC 6749 §4.3, §6; CONTRACT §4).
+//! (RFC 6749 §4.3, §6).
 //!
 //! Password grant, in order:
 //! 1. parameters (`invalid_request` when missing or repeated; a malformed
@@ -19,10 +19,14 @@
 //! 6. one statement issues the pair.
 //!
 //! Refresh grant: the token must carry the refresh prefix (an access token
-//! is `invalid_grant` without a query); then [`issue::refresh`] rotates it
-//! in one transaction (see there for reuse detection and the grace window).
-//! When a replay revokes a family, the revoked access tokens are dropped
-//! from this replica's cache before we answer.
+//! is `invalid_grant` without a query); then, in one transaction,
+//! [`rotate::present`] locks it (see there for reuse detection and the
+//! grace window), the account's held scopes are read on that transaction
+//! ([`scopes::effective_scope_ids`]), and [`rotate::Rotation::rotate`]
+//! issues the successor with the token's scopes that are still held
+//! (narrowed to the requested ones). When a replay revokes a family, the
+//! revoked access tokens are dropped from this replica's cache before we
+//! answer.
 
 use std::net::SocketAddr;
 
@@ -31,12 +35,14 @@ use hyper::body::Incoming;
 
 use super::form::Form;
 use super::{invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
+use crate::accounts::scopes::{self, select_scopes};
 use crate::accounts::store::find_login;
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
 use crate::body::Body;
 use crate::db::DbError;
 use crate::error::Rejection;
-use crate::tokens::issue::{self, IssuedPair, RefreshOutcome};
+use crate::tokens::issue::{self, IssuedPair};
+use crate::tokens::rotate::{self, Presented};
 use crate::tokens::Kind;
 
 const BAD_CREDENTIALS: &str = "the username or password is incorrect";
@@ -124,11 +130,17 @@ async fn password_grant(
     };
     oauth.throttle.succeeded(attempt);
 
-    let scopes =
-        issue::select_scopes(record.scopes, requested.as_deref()).ok_or_else(invalid_scope)?;
+    let chosen = select_scopes(record.scopes, requested.as_deref()).ok_or_else(invalid_scope)?;
     let issued = async {
         let conn = oauth.db.get().await.map_err(DbError::from)?;
-        issue::issue(&conn, record.account_id, &scopes, &oauth.ttl, None).await
+        issue::issue(
+            &conn,
+            record.account_id,
+            &scopes::grant(&chosen),
+            &oauth.ttl,
+            None,
+        )
+        .await
     }
     .await;
     let (pair, _) = issued?;
@@ -143,16 +155,27 @@ async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rej
         // An access token, or anything else that cannot be a refresh token.
         return Err(invalid_grant(BAD_REFRESH));
     }
-    let outcome = issue::refresh(&oauth.db, token, requested.as_deref(), &oauth.ttl).await?;
-    match outcome {
-        RefreshOutcome::Issued(pair) => {
+    let mut conn = oauth.db.get().await.map_err(DbError::from)?;
+    let presented = rotate::present(&mut conn, token, &oauth.ttl).await?;
+    match presented {
+        Presented::Current(rotation) => {
+            let held =
+                scopes::effective_scope_ids(rotation.client(), rotation.account_id()).await?;
+            let available = scopes::still_held(rotation.token_scopes(), &held);
+            // Dropping the rotation rolls back: a refused scope does not
+            // consume the token.
+            let chosen =
+                select_scopes(available, requested.as_deref()).ok_or_else(invalid_scope)?;
+            let pair = rotation
+                .rotate(&scopes::grant(&chosen))
+                .await?
+                .ok_or_else(|| invalid_grant(BAD_REFRESH))?;
             OAuthStats::bump(&oauth.stats.refreshes);
             Ok(token_response(&pair))
         }
-        RefreshOutcome::Replayed(pair) => Ok(token_response(&pair)),
-        RefreshOutcome::Invalid => Err(invalid_grant(BAD_REFRESH)),
-        RefreshOutcome::InvalidScope => Err(invalid_scope()),
-        RefreshOutcome::Reused { revoked } => {
+        Presented::Replayed(pair) => Ok(token_response(&pair)),
+        Presented::Invalid => Err(invalid_grant(BAD_REFRESH)),
+        Presented::Reused { revoked } => {
             OAuthStats::bump(&oauth.stats.refresh_reuse);
             tracing::warn!(
                 revoked_access_tokens = revoked.len(),

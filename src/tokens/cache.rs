@@ -36,7 +36,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use moka::Expiry;
 
-use super::store::{self, AccessRecord};
+use super::lookup::{self, AccessRecord};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{unix_now, DbError};
@@ -222,7 +222,7 @@ impl Validator {
             attempts += 1;
             let epoch = self.epoch.load(Ordering::SeqCst);
             self.lookups.fetch_add(1, Ordering::Relaxed);
-            let record = store::find_access(&self.pool, key).await?;
+            let record = lookup::find_access(&self.pool, key).await?;
             let raced = self.epoch.load(Ordering::SeqCst) != epoch;
             if raced && attempts < 3 {
                 continue;

@@ -1,15 +1,34 @@
-//! Opaque bearer tokens: generation, hashing, and the validation path
-//! (database lookup behind a moka cache).
+//! Opaque bearer tokens: generation, hashing, the issuer and the
+//! validation path (database lookup behind a moka cache).
 //!
 //! A token is 32 bytes from the OS CSPRNG, base64url without padding, with a
 //! readable type prefix (`sga_` access, `sgr_` refresh) so one kind can
 //! never be used as the other. Only the SHA-256 of the whole token string
 //! (hex in the database, raw bytes as the cache key) is ever stored.
+//!
+//! By role:
+//! - [`issue`]: a new access + refresh pair, in one statement;
+//! - [`rotate`]: the refresh grant: rotation, reuse detection and the grace
+//!   window (RFC 9700 §4.14.2);
+//! - [`revoke`]: revoking one access token, a refresh token's family, or
+//!   every token of an account;
+//! - [`lookup`]: what the database says about a token (the cache's fill,
+//!   introspection);
+//! - [`cache`]: access-token validation behind a bounded cache, and
+//!   [`bearer`]: the credentials a request presents;
+//! - [`sweep`]: deleting what has expired.
+//!
+//! This module knows nothing of accounts beyond their rows: the scopes a
+//! token may carry are decided by the caller (`accounts::scopes`)
+//! and handed in ([`issue::Grant`]). Imports go one way: accounts → tokens
+//! → db.
 
 pub mod bearer;
 pub mod cache;
 pub mod issue;
-pub mod store;
+pub mod lookup;
+pub mod revoke;
+pub mod rotate;
 pub mod sweep;
 
 use base64::Engine;
@@ -78,6 +97,18 @@ pub fn hash_hex(h: &TokenHash) -> String {
     hex::encode(h)
 }
 
+/// Parse the database form of a token hash.
+pub fn parse_hash_hex(s: &str) -> Option<TokenHash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out).ok()?;
+    Some(out)
+}
+
+/// Whole seconds of a configured duration, as the database counts them.
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +147,13 @@ mod tests {
         assert!(generate(Kind::Refresh).unwrap().starts_with("sgr_"));
         assert_eq!(Kind::of(&a), Some(Kind::Access));
         assert_eq!(Kind::of("xyz"), None);
+    }
+
+    #[test]
+    fn hash_hex_round_trip() {
+        let h = hash("sga_abc");
+        assert_eq!(parse_hash_hex(&hash_hex(&h)), Some(h));
+        assert_eq!(parse_hash_hex("zz"), None);
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn sealed_pairs_are_erased_after_the_window() {
     )
     .await;
     let erased =
-        scopegate::tokens::issue::sweep_sealed(&app.state.db, std::time::Duration::from_secs(5))
+        scopegate::tokens::rotate::sweep_sealed(&app.state.db, std::time::Duration::from_secs(5))
             .await
             .unwrap();
     assert_eq!(erased, 1);

@@ -10,7 +10,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::IssueError;
+use crate::tokens::issue::IssueError;
 
 /// What a duplicate refresh within the window receives again.
 #[derive(Serialize, Deserialize)]

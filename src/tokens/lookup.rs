@@ -1,10 +1,13 @@
-//! Token lookups in Postgres for the validation path: one round trip per
-//! cold token (CONTRACT §8), through a prepared statement.
+//! What the database says about a token: [`find_access`] for the
+//! validation cache's fills (one round trip per cold token, through a
+//! prepared statement) and introspection; [`find_refresh`] for
+//! introspection.
 
 use deadpool_postgres::Pool;
 
+use super::issue::IssueError;
 use super::{hash_hex, TokenHash};
-use crate::db::{classify, DbError};
+use crate::db::{classify, unix_now, DbError};
 
 /// What the database says about an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,5 +63,50 @@ pub async fn find_access(pool: &Pool, hash: &TokenHash) -> Result<Option<AccessR
         expires: row.try_get(5)?,
         created: row.try_get(6)?,
         scopes: row.try_get(7)?,
+    }))
+}
+
+/// What introspection says about a refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub account_id: i32,
+    pub username: String,
+    /// Usable now: active, not rotated, unexpired, account active.
+    pub active: bool,
+    pub expires: i64,
+    pub created: i64,
+    pub scopes: Vec<String>,
+}
+
+const FIND_REFRESH: &str = "
+SELECT a.account_id, a.username, (r.active AND r.rotated_at IS NULL AND a.is_active AND r.expires > $2),
+       r.expires, r.created,
+       COALESCE(ARRAY(SELECT s.scope_value FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
+                       WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}')
+  FROM refresh_tokens r
+  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+  JOIN accounts a ON a.account_id = ar.account_id
+ WHERE r.refresh_token = $1";
+
+/// Look a refresh token up by its hash (for introspection).
+pub async fn find_refresh(
+    pool: &Pool,
+    token_hash: &TokenHash,
+) -> Result<Option<RefreshRecord>, IssueError> {
+    let conn = pool.get().await?;
+    let stmt = conn.prepare_cached(FIND_REFRESH).await?;
+    let Some(row) = conn
+        .query_opt(&stmt, &[&hash_hex(token_hash), &unix_now()])
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(RefreshRecord {
+        account_id: row.try_get(0)?,
+        username: row.try_get(1)?,
+        active: row.try_get(2)?,
+        expires: row.try_get(3)?,
+        created: row.try_get(4)?,
+        scopes: row.try_get(5)?,
     }))
 }

@@ -1,0 +1,97 @@
+//! Revoking tokens: one access token, a refresh token's whole family, or
+//! every token of an account.
+//!
+//! Revocation marks rows inactive (and erases sealed grace-window pairs)
+//! and returns the hashes of the access tokens it revoked, so the caller
+//! can drop them from this replica's cache at once.
+
+use deadpool_postgres::{Pool, Transaction};
+
+use super::issue::IssueError;
+use super::{hash_hex, parse_hash_hex, TokenHash};
+
+fn hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
+    rows.iter()
+        .filter_map(|r| r.try_get::<_, String>(0).ok())
+        .filter_map(|h| parse_hash_hex(&h))
+        .collect()
+}
+
+const REVOKE_FAMILY: &str = "
+WITH fam AS (
+    UPDATE refresh_tokens SET active = FALSE, successor_sealed = NULL
+     WHERE family_id = $1 OR refresh_token_id = $1
+    RETURNING refresh_token_id
+)
+UPDATE access_tokens t SET active = FALSE
+  FROM refresh_token_tokens rtt
+ WHERE rtt.access_token_id = t.token_id
+   AND rtt.refresh_token_id IN (SELECT refresh_token_id FROM fam)
+RETURNING t.token";
+
+/// Revoke every refresh token of a family and every access token issued
+/// with any of them. Returns the revoked access tokens' hashes.
+pub(super) async fn revoke_family(
+    tx: &Transaction<'_>,
+    family_id: i64,
+) -> Result<Vec<TokenHash>, IssueError> {
+    let stmt = tx.prepare_cached(REVOKE_FAMILY).await?;
+    let rows = tx.query(&stmt, &[&family_id]).await?;
+    Ok(hashes(&rows))
+}
+
+/// Revoke an access token by its hash. `true` if it existed.
+pub async fn revoke_access(pool: &Pool, token_hash: &TokenHash) -> Result<bool, IssueError> {
+    let conn = pool.get().await?;
+    let n = conn
+        .execute(
+            "UPDATE access_tokens SET active = FALSE WHERE token = $1",
+            &[&hash_hex(token_hash)],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+const FIND_FAMILY: &str = "
+SELECT COALESCE(family_id, refresh_token_id) FROM refresh_tokens WHERE refresh_token = $1 FOR UPDATE";
+
+/// Revoke a refresh token and, with it, its whole family (every refresh
+/// token descended from the same login and every access token issued with
+/// them). Returns the revoked access tokens' hashes (empty when unknown).
+pub async fn revoke_refresh(
+    pool: &Pool,
+    token_hash: &TokenHash,
+) -> Result<Vec<TokenHash>, IssueError> {
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let find = tx.prepare_cached(FIND_FAMILY).await?;
+    let Some(row) = tx.query_opt(&find, &[&hash_hex(token_hash)]).await? else {
+        return Ok(Vec::new());
+    };
+    let family: i64 = row.try_get(0)?;
+    let revoked = revoke_family(&tx, family).await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+const REVOKE_ACCOUNT: &str = "
+WITH r AS (
+    UPDATE refresh_tokens SET active = FALSE, successor_sealed = NULL
+     WHERE refresh_token_id IN (SELECT refresh_token_id FROM account_refresh_tokens WHERE account_id = $1)
+       AND (active OR successor_sealed IS NOT NULL)
+)
+UPDATE access_tokens SET active = FALSE
+ WHERE token_id IN (SELECT token_id FROM account_tokens WHERE account_id = $1)
+   AND active
+RETURNING token";
+
+/// Revoke every access and refresh token of an account. Returns the hashes
+/// of the access tokens that were still active.
+pub async fn revoke_account(
+    tx: &Transaction<'_>,
+    account_id: i32,
+) -> Result<Vec<TokenHash>, IssueError> {
+    let stmt = tx.prepare_cached(REVOKE_ACCOUNT).await?;
+    let rows = tx.query(&stmt, &[&account_id]).await?;
+    Ok(hashes(&rows))
+}
