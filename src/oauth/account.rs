@@ -69,30 +69,18 @@ pub async fn change_password(
     if current.len() > MAX_PASSWORD_BYTES {
         return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
     }
-    let stored = async {
+    // An early return (`?`) drops `attempt` undecided: it does not count.
+    let (phc, active) = async {
         let conn = oauth.db.get().await.map_err(DbError::from)?;
         store::password_of(&conn, caller.account_id).await
     }
-    .await;
-    let (phc, active) = match stored {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(Rejection::InvalidToken);
-        }
-        Err(e) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(e.into());
-        }
-    };
-    match oauth.hasher.verify(Password::new(current), &phc).await {
-        Err(e) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(e.into());
-        }
-        Ok(true) if active => oauth.throttle.succeeded(attempt),
-        Ok(_) => return Err(oauth.wrong_password(attempt, WRONG_CURRENT)),
+    .await?
+    .ok_or(Rejection::InvalidToken)?;
+    let verified = oauth.hasher.verify(Password::new(current), &phc).await?;
+    if !(verified && active) {
+        return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
     }
+    oauth.throttle.succeeded(attempt);
 
     let revoked = store::set_password(&oauth.db, &oauth.hasher, caller.account_id, new).await?;
     for h in &revoked {

@@ -10,7 +10,9 @@
 //!   the check), so a burst of concurrent guesses cannot all slip past the
 //!   check before the first one fails. A success removes its record from
 //!   the address and resets the username's window; an attempt that could
-//!   not be decided (database or hashing pool unavailable) removes both.
+//!   not be decided (database or hashing pool unavailable) removes both,
+//!   when its [`Attempt`] is dropped without a verdict: an early return
+//!   (`?`) can never leave a provisional failure behind.
 //! - 429 answers are not failures: a locked-out user is unlocked when the
 //!   window passes, however hard an attacker keeps knocking.
 //! - Addresses: IPv4 per address, IPv6 per /64 (one host usually owns a
@@ -65,12 +67,28 @@ pub struct Throttle {
     window: Duration,
 }
 
-/// A login attempt in progress (recorded as a provisional failure).
-#[must_use = "report how the attempt ended: failed, succeeded or abandoned"]
+/// A login attempt in progress (recorded as a provisional failure). Tell
+/// the throttle how it ended ([`Throttle::failed`], [`Throttle::succeeded`]);
+/// dropped without a verdict, it was not decided and its records go.
+#[must_use = "a dropped attempt counts as undecided: report failed or succeeded"]
 pub struct Attempt {
     user: Option<Slot>,
     addr: Slot,
     at: Instant,
+    /// A verdict was given: nothing left to undo on drop.
+    settled: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Some(user) = &self.user {
+            lock(user).remove(self.at);
+        }
+        lock(&self.addr).remove(self.at);
+    }
 }
 
 impl Throttle {
@@ -138,29 +156,23 @@ impl Throttle {
             user,
             addr,
             at: now,
+            settled: false,
         })
     }
 
     /// The attempt failed: its records stay.
-    pub fn failed(&self, attempt: Attempt) {
-        drop(attempt);
+    pub fn failed(&self, mut attempt: Attempt) {
+        attempt.settled = true;
     }
 
     /// The attempt succeeded: the username starts afresh and the address
     /// forgets this attempt.
-    pub fn succeeded(&self, attempt: Attempt) {
+    pub fn succeeded(&self, mut attempt: Attempt) {
         if let Some(user) = &attempt.user {
             lock(user).failures.clear();
         }
         lock(&attempt.addr).remove(attempt.at);
-    }
-
-    /// The attempt was not decided (e.g. the database was unreachable).
-    pub fn abandoned(&self, attempt: Attempt) {
-        if let Some(user) = &attempt.user {
-            lock(user).remove(attempt.at);
-        }
-        lock(&attempt.addr).remove(attempt.at);
+        attempt.settled = true;
     }
 }
 
@@ -231,7 +243,7 @@ mod tests {
         let a1 = t.begin(Some("bob"), A).await.unwrap();
         let a2 = t.begin(Some("bob"), A).await.unwrap();
         assert!(t.begin(Some("bob"), A).await.is_err());
-        t.abandoned(a1);
+        drop(a1); // undecided: as if it never happened
         let a3 = t.begin(Some("bob"), A).await.unwrap();
         t.failed(a2);
         t.failed(a3);

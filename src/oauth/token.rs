@@ -103,29 +103,19 @@ async fn password_grant(
         return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS));
     };
 
+    // An early return (`?`) drops `attempt` undecided: it does not count.
     let record = async {
         let conn = oauth.db.get().await.map_err(DbError::from)?;
         find_login(&conn, &username).await
     }
-    .await;
-    let record = match record {
-        Ok(r) => r,
-        Err(e) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(e.into());
-        }
-    };
+    .await?;
     let password = Password::new(raw_password);
     let verified = match &record {
         Some(r) => oauth.hasher.verify(password, &r.password_hash).await,
         None => oauth.hasher.verify_dummy(password).await,
-    };
+    }?;
     let record = match (verified, record) {
-        (Err(e), _) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(e.into());
-        }
-        (Ok(true), Some(r)) if r.is_active => r,
+        (true, Some(r)) if r.is_active => r,
         _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
     };
     oauth.throttle.succeeded(attempt);
