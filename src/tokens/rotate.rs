@@ -30,8 +30,11 @@
 //! SHA-256(`"scopegate-grace-v1"` ‖ old refresh token) ([`seal`]). Only a
 //! client that holds the old token can decrypt it, so a leaked table still
 //! grants nothing; a duplicate refresh within the window gets the *same*
-//! pair, so two racing clients never hold two different live pairs. The
-//! sealed pair is erased once the window has passed ([`sweep_sealed`]).
+//! pair, so two racing clients never hold two different live pairs. It
+//! gets it only while that pair's refresh token is itself unused: once the
+//! successor has been rotated (or revoked), presenting the old token again
+//! is reuse and revokes the family, window or not. The sealed pair is
+//! erased once the window has passed ([`sweep_sealed`]).
 
 mod seal;
 
@@ -99,6 +102,9 @@ SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.suc
  WHERE r.refresh_token = $1
    FOR UPDATE OF r";
 
+const SUCCESSOR_UNUSED: &str = "
+SELECT active AND rotated_at IS NULL AND expires > $2 FROM refresh_tokens WHERE refresh_token_id = $1";
+
 /// Phase one: open a transaction on `conn`, lock the refresh token
 /// `token` and say what it is (see the module documentation).
 pub async fn present<'a>(
@@ -128,15 +134,15 @@ pub async fn present<'a>(
     if let Some(rotated_at) = rotated_at {
         let grace = secs(ttl.refresh_reuse_grace);
         if grace > 0 && now <= rotated_at + grace && account_active && sealed.is_some() {
-            // A statement of its own: in READ COMMITTED it sees the
-            // successor committed by the transaction we waited for (the
-            // locking statement's joins still use its older snapshot).
-            let successor_active = match successor_id {
+            // A replay gets the successor pair only while that pair's
+            // refresh token is itself unused (not rotated, not revoked,
+            // unexpired); once it has moved on, this is reuse. A statement
+            // of its own: in READ COMMITTED it sees the successor committed
+            // by the transaction we waited for (the locking statement's
+            // joins still use its older snapshot).
+            let successor_unused = match successor_id {
                 Some(sid) => tx
-                    .query_opt(
-                        "SELECT active FROM refresh_tokens WHERE refresh_token_id = $1",
-                        &[&sid],
-                    )
+                    .query_opt(SUCCESSOR_UNUSED, &[&sid, &now])
                     .await?
                     .map(|r| r.try_get::<_, bool>(0))
                     .transpose()?
@@ -144,7 +150,7 @@ pub async fn present<'a>(
                 None => false,
             };
             let pair = sealed.as_deref().and_then(|blob| unseal(token, id, blob));
-            if let Some(pair) = pair.filter(|_| successor_active) {
+            if let Some(pair) = pair.filter(|_| successor_unused) {
                 return Ok(Presented::Replayed(IssuedPair {
                     expires_in: (pair.access_expires - now).max(0),
                     access_token: pair.access_token,

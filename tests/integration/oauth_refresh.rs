@@ -137,6 +137,28 @@ async fn the_grace_window_hands_a_duplicate_refresh_the_same_pair() {
 }
 
 #[tokio::test]
+async fn the_grace_window_never_replays_a_pair_whose_refresh_token_was_rotated() {
+    let app = spawn_app(&format!(
+        "[tokens]\nrefresh_reuse_grace_secs = 30\n{CONFIG}"
+    ))
+    .await;
+    new_account(&app, "gus", "pw", &["orders:read"], &[]).await;
+    let (_, r1) = login(&app, "gus", "pw").await.pair();
+    let (a2, r2) = refresh(&app, &r1).await.pair();
+    let (a3, r3) = refresh(&app, &r2).await.pair();
+    // r1's successor (r2) is used up: presenting r1 again, even within the
+    // window, is reuse and the family dies.
+    refresh(&app, &r1).await.assert_error(400, "invalid_grant");
+    for a in [&a2, &a3] {
+        assert_eq!(userinfo(&app, a).await.status, 401);
+    }
+    for r in [&r2, &r3] {
+        assert!(!is_live(&app, r).await);
+        refresh(&app, r).await.assert_error(400, "invalid_grant");
+    }
+}
+
+#[tokio::test]
 async fn sealed_pairs_are_erased_after_the_window() {
     let app = spawn_app(&format!("[tokens]\nrefresh_reuse_grace_secs = 5\n{CONFIG}")).await;
     new_account(&app, "hank", "pw", &[], &[]).await;
