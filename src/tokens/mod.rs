@@ -22,6 +22,24 @@
 //! token may carry are decided by the caller (`accounts::scopes`)
 //! and handed in ([`issue::Grant`]). Imports go one way: accounts → tokens
 //! → db.
+//!
+//! ## Locks
+//! Revocation must never miss a pair that a concurrent login or refresh
+//! inserts, so the writers serialize on row locks, always taken in this
+//! order (so they cannot deadlock):
+//! 1. the **account row**: `FOR SHARE` by anything that issues a pair (a
+//!    login, a refresh) or revokes one family; `FOR UPDATE` by account-wide
+//!    revocation and password changes, which therefore wait for every
+//!    in-flight issue and make every later one see their outcome;
+//! 2. the **family root** (the first refresh token of a login): `FOR
+//!    UPDATE` by a refresh and by family revocation, so one family rotates
+//!    or dies one step at a time;
+//! 3. the presented refresh token's own row.
+//!
+//! Every statement after a lock runs in READ COMMITTED with a fresh
+//! snapshot, so it sees everything committed before the lock was granted.
+//! (A future purge of expired rows must delete whole families, never a
+//! root alone: the root is the family's lock.)
 
 pub mod bearer;
 pub mod cache;

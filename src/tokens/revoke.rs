@@ -4,6 +4,12 @@
 //! Revocation marks rows inactive (and erases sealed grace-window pairs)
 //! and returns the hashes of the access tokens it revoked, so the caller
 //! can drop them from this replica's cache at once.
+//!
+//! Family and account revocation take the locks of the module
+//! documentation ([`super`]) before they pick the rows to kill, so a
+//! refresh in flight on the same family either commits first (and its new
+//! pair is revoked too) or runs afterwards (and finds its token revoked).
+//! Both therefore need a transaction, which their signatures require.
 
 use deadpool_postgres::{Pool, Transaction};
 
@@ -15,6 +21,24 @@ fn hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
         .filter_map(|r| r.try_get::<_, String>(0).ok())
         .filter_map(|h| parse_hash_hex(&h))
         .collect()
+}
+
+/// Take the locks of a family, in order: the account row `FOR SHARE`, then
+/// the family's root `FOR UPDATE`. Held until `tx` ends.
+pub(super) async fn lock_family(
+    tx: &Transaction<'_>,
+    account_id: i32,
+    family_id: i64,
+) -> Result<(), IssueError> {
+    let account = tx
+        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = $1 FOR SHARE")
+        .await?;
+    tx.query_opt(&account, &[&account_id]).await?;
+    let root = tx
+        .prepare_cached("SELECT 1 FROM refresh_tokens WHERE refresh_token_id = $1 FOR UPDATE")
+        .await?;
+    tx.query_opt(&root, &[&family_id]).await?;
+    Ok(())
 }
 
 const REVOKE_FAMILY: &str = "
@@ -30,7 +54,8 @@ UPDATE access_tokens t SET active = FALSE
 RETURNING t.token";
 
 /// Revoke every refresh token of a family and every access token issued
-/// with any of them. Returns the revoked access tokens' hashes.
+/// with any of them. `tx` must hold the family's locks ([`lock_family`]).
+/// Returns the revoked access tokens' hashes.
 pub(super) async fn revoke_family(
     tx: &Transaction<'_>,
     family_id: i64,
@@ -53,7 +78,10 @@ pub async fn revoke_access(pool: &Pool, token_hash: &TokenHash) -> Result<bool, 
 }
 
 const FIND_FAMILY: &str = "
-SELECT COALESCE(family_id, refresh_token_id) FROM refresh_tokens WHERE refresh_token = $1 FOR UPDATE";
+SELECT COALESCE(r.family_id, r.refresh_token_id), ar.account_id
+  FROM refresh_tokens r
+  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+ WHERE r.refresh_token = $1";
 
 /// Revoke a refresh token and, with it, its whole family (every refresh
 /// token descended from the same login and every access token issued with
@@ -69,6 +97,8 @@ pub async fn revoke_refresh(
         return Ok(Vec::new());
     };
     let family: i64 = row.try_get(0)?;
+    let account_id: i32 = row.try_get(1)?;
+    lock_family(&tx, account_id, family).await?;
     let revoked = revoke_family(&tx, family).await?;
     tx.commit().await?;
     Ok(revoked)
@@ -85,12 +115,19 @@ UPDATE access_tokens SET active = FALSE
    AND active
 RETURNING token";
 
-/// Revoke every access and refresh token of an account. Returns the hashes
-/// of the access tokens that were still active.
+/// Revoke every access and refresh token of an account. Locks the account
+/// row `FOR UPDATE` first (held until `tx` ends), so no login or refresh of
+/// the account is in flight while the tokens are picked, and none issues
+/// before `tx` ends. Returns the hashes of the access tokens that were
+/// still active.
 pub async fn revoke_account(
     tx: &Transaction<'_>,
     account_id: i32,
 ) -> Result<Vec<TokenHash>, IssueError> {
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE")
+        .await?;
+    tx.query_opt(&lock, &[&account_id]).await?;
     let stmt = tx.prepare_cached(REVOKE_ACCOUNT).await?;
     let rows = tx.query(&stmt, &[&account_id]).await?;
     Ok(hashes(&rows))

@@ -5,8 +5,9 @@
 //! the account still holds *now* — a question for the `accounts` module, which
 //! this module does not import. So rotation is split in two, around the
 //! caller's question, on one transaction:
-//! 1. [`present`] opens the transaction, locks the presented token's row
-//!    (`SELECT ... FOR UPDATE`) and says what it found: unknown, expired or
+//! 1. [`present`] opens the transaction, takes the family's locks (the
+//!    account row `FOR SHARE`, the family root and the presented token
+//!    `FOR UPDATE`; see [`super`]) and says what it found: unknown, expired or
 //!    revoked ([`Presented::Invalid`]); a replay within the grace window
 //!    ([`Presented::Replayed`]); an already-rotated token presented again
 //!    ([`Presented::Reused`]: the family is revoked and committed before
@@ -19,8 +20,11 @@
 //!    Dropping a [`Rotation`] instead rolls back: the token stays usable
 //!    (a refused scope does not consume it).
 //!
-//! Concurrent refreshes with one token are serialized by the row lock: the
-//! first rotates it, the others find it already rotated. A rotated token
+//! Concurrent refreshes of one family are serialized by the root's lock:
+//! the first rotates the token, the others find it already rotated. An
+//! account-wide revocation (which locks the account row `FOR UPDATE`) or a
+//! family revocation waits for a refresh in flight and then sees its new
+//! pair, or runs first and the refresh finds its token revoked. A rotated token
 //! presented again is a replay (RFC 9700 §4.14.2): the whole family is
 //! revoked, unless the grace window applies.
 //!
@@ -41,6 +45,7 @@ mod seal;
 use deadpool_postgres::{Client, Pool, Transaction};
 
 use super::issue::{issue, Grant, IssueError, IssuedPair, Lineage};
+use super::revoke::{lock_family, revoke_family};
 use super::{hash, hash_hex, secs, TokenHash};
 use crate::config::TokenConfig;
 use crate::db::unix_now;
@@ -89,6 +94,12 @@ pub struct Rotation<'a> {
     scopes: Vec<(i32, String)>,
 }
 
+const FIND_REFRESH: &str = "
+SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id), ar.account_id
+  FROM refresh_tokens r
+  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+ WHERE r.refresh_token = $1";
+
 const LOCK_REFRESH: &str = "
 SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.successor_sealed,
        r.successor_id, a.account_id, a.is_active,
@@ -99,7 +110,7 @@ SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.suc
   FROM refresh_tokens r
   JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
   JOIN accounts a ON a.account_id = ar.account_id
- WHERE r.refresh_token = $1
+ WHERE r.refresh_token_id = $1
    FOR UPDATE OF r";
 
 const SUCCESSOR_UNUSED: &str = "
@@ -113,8 +124,17 @@ pub async fn present<'a>(
     ttl: &'a TokenConfig,
 ) -> Result<Presented<'a>, IssueError> {
     let tx = conn.transaction().await?;
+    let find = tx.prepare_cached(FIND_REFRESH).await?;
+    let Some(found) = tx.query_opt(&find, &[&hash_hex(&hash(token))]).await? else {
+        return Ok(Presented::Invalid);
+    };
+    // The locks of the module documentation ([`super`]), in their order,
+    // then the token's state as it is once they are held.
+    let (found_id, found_family, found_account): (i64, i64, i32) =
+        (found.try_get(0)?, found.try_get(1)?, found.try_get(2)?);
+    lock_family(&tx, found_account, found_family).await?;
     let lock = tx.prepare_cached(LOCK_REFRESH).await?;
-    let Some(row) = tx.query_opt(&lock, &[&hash_hex(&hash(token))]).await? else {
+    let Some(row) = tx.query_opt(&lock, &[&found_id]).await? else {
         return Ok(Presented::Invalid);
     };
     let id: i64 = row.try_get("refresh_token_id")?;
@@ -159,7 +179,7 @@ pub async fn present<'a>(
                 }));
             }
         }
-        let revoked = super::revoke::revoke_family(&tx, family_id).await?;
+        let revoked = revoke_family(&tx, family_id).await?;
         tx.commit().await?;
         return Ok(Presented::Reused { revoked });
     }

@@ -16,6 +16,7 @@ mod layout;
 mod oauth;
 mod oauth_endpoints;
 mod oauth_measure;
+mod oauth_races;
 mod oauth_refresh;
 mod reload;
 mod sweep;

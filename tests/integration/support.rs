@@ -99,6 +99,17 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// A plain HTTP/1.1 client whose connections come from `ip` (any
+/// 127.0.0.0/8 address on Linux): another client address as the gateway
+/// sees it, for the per-address login throttle.
+pub fn http_from(ip: std::net::IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .local_address(ip)
+        .build()
+        .unwrap()
+}
+
 /// A response read off a raw socket.
 #[derive(Debug)]
 pub struct RawResponse {
