@@ -414,32 +414,18 @@ pub struct LoginRecord {
     pub account_id: i32,
     pub password_hash: String,
     pub is_active: bool,
-    /// Effective scopes (own ∪ roles'), sorted by value.
-    pub scopes: Vec<ScopeRef>,
 }
 
-const FIND_LOGIN: &str = "
-WITH acc AS (SELECT account_id, password, is_active FROM accounts WHERE username = $1),
-eff AS (
-    SELECT s.scope_id, s.scope_value FROM scopes s
-     WHERE s.scope_id IN (
-        SELECT x.scope_id FROM account_scopes x JOIN acc ON acc.account_id = x.account_id
-        UNION
-        SELECT rs.scope_id FROM account_roles ar JOIN acc ON acc.account_id = ar.account_id
-          JOIN role_scopes rs ON rs.role_id = ar.role_id)
-)
-SELECT acc.account_id, acc.password, acc.is_active,
-       COALESCE(ARRAY(SELECT scope_id FROM eff ORDER BY scope_value), '{}'),
-       COALESCE(ARRAY(SELECT scope_value FROM eff ORDER BY scope_value), '{}')
-  FROM acc";
-
 /// One round trip: the account behind a normalized username, with its
-/// password hash and effective scopes.
+/// password hash.
 pub async fn find_login<C: GenericClient>(
     client: &C,
     username: &str,
 ) -> Result<Option<LoginRecord>, DbError> {
-    let stmt = client.prepare_cached(FIND_LOGIN).await.map_err(classify)?;
+    let stmt = client
+        .prepare_cached("SELECT account_id, password, is_active FROM accounts WHERE username = $1")
+        .await
+        .map_err(classify)?;
     let Some(row) = client
         .query_opt(&stmt, &[&username])
         .await
@@ -447,18 +433,38 @@ pub async fn find_login<C: GenericClient>(
     else {
         return Ok(None);
     };
-    let ids: Vec<i32> = row.try_get(3).map_err(classify)?;
-    let values: Vec<String> = row.try_get(4).map_err(classify)?;
     Ok(Some(LoginRecord {
         account_id: row.try_get(0).map_err(classify)?,
         password_hash: row.try_get(1).map_err(classify)?,
         is_active: row.try_get(2).map_err(classify)?,
-        scopes: ids
-            .into_iter()
-            .zip(values)
-            .map(|(id, value)| ScopeRef { id, value })
-            .collect(),
     }))
+}
+
+/// Lock the account row `FOR SHARE` until `tx` ends and say whether
+/// `verified_hash` is still its password and the account is active. A login
+/// issues its pair only after this: a password change (which locks the row
+/// `FOR UPDATE` and revokes every token of the account) then either
+/// committed before — `false`, the login read a superseded hash — or waits
+/// for the login's transaction and revokes its pair.
+pub async fn confirm_login(
+    tx: &deadpool_postgres::Transaction<'_>,
+    account_id: i32,
+    verified_hash: &str,
+) -> Result<bool, DbError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT password = $2 AND is_active FROM accounts WHERE account_id = $1 FOR SHARE",
+        )
+        .await
+        .map_err(classify)?;
+    let row = tx
+        .query_opt(&stmt, &[&account_id, &verified_hash])
+        .await
+        .map_err(classify)?;
+    match row {
+        Some(r) => r.try_get(0).map_err(classify),
+        None => Ok(false),
+    }
 }
 
 /// The password hash and activity of an account, by id.

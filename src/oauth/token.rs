@@ -9,14 +9,17 @@
 //! 3. a password over 1024 bytes, or a string that cannot be a username, is
 //!    a failed login at once (`invalid_grant`, no hashing: such accounts
 //!    cannot exist);
-//! 4. one query for the account, its hash and effective scopes; argon2
-//!    verification on the hashing pool, against a dummy hash when the
-//!    username is unknown, and for inactive accounts too, so every
-//!    `invalid_grant` costs the same;
-//! 5. the requested scope must be a subset of the effective scopes
-//!    (`invalid_scope`, checked only after the password, so it reveals
-//!    nothing to a guesser); absent means all of them;
-//! 6. one statement issues the pair.
+//! 4. one query for the account and its hash; argon2 verification on the
+//!    hashing pool, against a dummy hash when the username is unknown, and
+//!    for inactive accounts too, so every `invalid_grant` costs the same;
+//! 5. one transaction issues the pair ([`issue_login`]): it locks the
+//!    account row `FOR SHARE` and confirms the verified hash is still the
+//!    account's password, so a login racing a password change either loses
+//!    (the change committed first: read and verify again) or is revoked by
+//!    it (the change waits for the lock). The requested scope must be a
+//!    subset of the effective scopes (`invalid_scope`, checked only after
+//!    the password, so it reveals nothing to a guesser); absent means all
+//!    of them.
 //!
 //! Refresh grant: the token must carry the refresh prefix (an access token
 //! is `invalid_grant` without a query); then, in one transaction,
@@ -36,12 +39,12 @@ use hyper::body::Incoming;
 use super::form::Form;
 use super::{invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
 use crate::accounts::scopes::{self, select_scopes};
-use crate::accounts::store::find_login;
+use crate::accounts::store::{confirm_login, find_login, LoginRecord};
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
 use crate::body::Body;
 use crate::db::DbError;
 use crate::error::Rejection;
-use crate::tokens::issue::{self, IssuedPair};
+use crate::tokens::issue::{self, IssueError, IssuedPair};
 use crate::tokens::rotate::{self, Presented};
 use crate::tokens::Kind;
 
@@ -103,39 +106,82 @@ async fn password_grant(
         return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS));
     };
 
-    // An early return (`?`) drops `attempt` undecided: it does not count.
-    let record = async {
-        let conn = oauth.db.get().await.map_err(DbError::from)?;
-        find_login(&conn, &username).await
+    // A password change can commit between reading the hash and issuing:
+    // the pair is issued only if the verified hash is still the account's
+    // ([`issue_login`]). If it is not (changed, or rehashed by a concurrent
+    // login), read and verify once more.
+    for _ in 0..2 {
+        // An early return (`?`) drops `attempt` undecided: it does not count.
+        let record = async {
+            let conn = oauth.db.get().await.map_err(DbError::from)?;
+            find_login(&conn, &username).await
+        }
+        .await?;
+        let password = Password::new(raw_password);
+        let verified = match &record {
+            Some(r) => oauth.hasher.verify(password, &r.password_hash).await,
+            None => oauth.hasher.verify_dummy(password).await,
+        }?;
+        let record = match (verified, record) {
+            (true, Some(r)) if r.is_active => r,
+            _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
+        };
+        match issue_login(oauth, &record, requested.as_deref()).await? {
+            Login::Issued(pair) => {
+                oauth.throttle.succeeded(attempt);
+                OAuthStats::bump(&oauth.stats.logins);
+                return Ok(token_response(&pair));
+            }
+            Login::InvalidScope => {
+                oauth.throttle.succeeded(attempt);
+                return Err(invalid_scope());
+            }
+            Login::Superseded => continue,
+        }
     }
-    .await?;
-    let password = Password::new(raw_password);
-    let verified = match &record {
-        Some(r) => oauth.hasher.verify(password, &r.password_hash).await,
-        None => oauth.hasher.verify_dummy(password).await,
-    }?;
-    let record = match (verified, record) {
-        (true, Some(r)) if r.is_active => r,
-        _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
-    };
-    oauth.throttle.succeeded(attempt);
+    // Superseded twice in a row: undecided, and nothing issued.
+    Err(invalid_grant(BAD_CREDENTIALS))
+}
 
-    let chosen = select_scopes(record.scopes, requested.as_deref()).ok_or_else(invalid_scope)?;
-    let issued = async {
-        let conn = oauth.db.get().await.map_err(DbError::from)?;
-        issue::issue(
-            &conn,
-            record.account_id,
-            &scopes::grant(&chosen),
-            &oauth.ttl,
-            None,
-        )
-        .await
+/// How [`issue_login`] ended.
+enum Login {
+    Issued(IssuedPair),
+    /// The requested scope is not among the account's.
+    InvalidScope,
+    /// The verified hash is no longer the account's password (or the
+    /// account was disabled) since it was read: nothing issued.
+    Superseded,
+}
+
+/// Issue a login's pair in one transaction that holds the account row
+/// `FOR SHARE` and has confirmed `record`'s (verified) hash is still the
+/// account's password ([`confirm_login`]), with the scopes the account
+/// holds now: a password change either committed first (superseded) or
+/// waits for this transaction and revokes the pair.
+async fn issue_login(
+    oauth: &OAuth,
+    record: &LoginRecord,
+    requested: Option<&[String]>,
+) -> Result<Login, IssueError> {
+    let mut conn = oauth.db.get().await?;
+    let tx = conn.transaction().await?;
+    if !confirm_login(&tx, record.account_id, &record.password_hash).await? {
+        return Ok(Login::Superseded);
     }
-    .await;
-    let (pair, _) = issued?;
-    OAuthStats::bump(&oauth.stats.logins);
-    Ok(token_response(&pair))
+    let held = scopes::effective_scopes(&tx, record.account_id).await?;
+    let Some(chosen) = select_scopes(held, requested) else {
+        return Ok(Login::InvalidScope);
+    };
+    let (pair, _) = issue::issue(
+        &tx,
+        record.account_id,
+        &scopes::grant(&chosen),
+        &oauth.ttl,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Login::Issued(pair))
 }
 
 async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rejection> {

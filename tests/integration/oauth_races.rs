@@ -1,5 +1,6 @@
 //! Races between the issuer's writers, each tried many times per run over
-//! real HTTP and a real Postgres: refreshes against revocations. Every trial ends by asking the database what is
+//! real HTTP and a real Postgres: logins and refreshes against password
+//! changes and revocations. Every trial ends by asking the database what is
 //! still live; nothing here waits on a clock.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +30,20 @@ async fn post(client: &reqwest::Client, app: &TestApp, path: &str, form: &[(&str
             .post(app.url(path))
             .header(CONTENT_TYPE, FORM)
             .body(encode(form)),
+    )
+    .await
+}
+
+async fn login(client: &reqwest::Client, app: &TestApp, user: &str, password: &str) -> Resp {
+    post(
+        client,
+        app,
+        "/oauth/token",
+        &[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", password),
+        ],
     )
     .await
 }
@@ -118,6 +133,55 @@ async fn live_of_family(app: &TestApp, root: &str) -> (i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1))
+}
+
+// ---------------------------------------------------------------------------
+// A login racing a password change
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_racing_a_password_change_never_outlives_it() {
+    const TRIALS: usize = 20;
+    let app = Arc::new(spawn_app(CONFIG).await);
+    let id = new_account(&app, "rosa", "pw-0", &["orders:read"], &[]).await;
+    for trial in 0..TRIALS {
+        let client = http_from(addr(2, trial));
+        let old = format!("pw-{trial}");
+        let new = format!("pw-{}", trial + 1);
+        let (access, _) = login(&client, &app, "rosa", &old).await.pair();
+        // Two streams of logins with the old password, until the change
+        // has answered: some are verifying while it commits.
+        let changed = Arc::new(AtomicBool::new(false));
+        let (started, mut started_rx) = watch::channel(0u32);
+        let started = Arc::new(started);
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            let (app, client, old) = (app.clone(), client.clone(), old.clone());
+            let (changed, started) = (changed.clone(), started.clone());
+            streams.push(tokio::spawn(async move {
+                while !changed.load(Ordering::SeqCst) {
+                    started.send_modify(|n| *n += 1);
+                    let r = login(&client, &app, "rosa", &old).await;
+                    match r.status {
+                        200 => {}
+                        400 => r.assert_error(400, "invalid_grant"),
+                        other => panic!("{other}: {}", String::from_utf8_lossy(&r.body)),
+                    }
+                }
+            }));
+        }
+        started_rx.wait_for(|n| *n >= 2).await.unwrap();
+        let r = change_password(&client, &app, &access, &old, &new).await;
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        changed.store(true, Ordering::SeqCst);
+        for s in streams {
+            s.await.unwrap();
+        }
+        assert_eq!(
+            live_of_account(&app, id).await,
+            (0, 0),
+            "trial {trial}: a login that raced the change kept a live pair"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
