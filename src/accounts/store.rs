@@ -19,7 +19,7 @@ use super::scopes::ScopeRef;
 use super::{check_new_password, normalize_username, InvalidCredential, Password};
 use crate::db::{classify, DbError};
 use crate::tokens::issue::IssueError;
-use crate::tokens::{revoke, TokenHash};
+use crate::tokens::{lookup, revoke, TokenHash};
 
 pub use super::catalog::{
     create_role, create_scope, delete_role, delete_scope, list_roles, list_scopes, Role, Scope,
@@ -379,6 +379,63 @@ pub async fn set_password(
     let revoked = revoke::revoke_account(&tx, account_id).await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// How [`change_password`] ended.
+#[derive(Debug)]
+pub enum PasswordChange {
+    /// Stored; every token of the account revoked (these access tokens'
+    /// hashes were still active).
+    Changed(Vec<TokenHash>),
+    /// The caller's access token is no longer active (a concurrent change
+    /// revoked it): nothing changed.
+    TokenRevoked,
+    /// The password is no longer the one verified (or the account was
+    /// disabled) since it was read: nothing changed.
+    Superseded,
+}
+
+/// The caller's own password change: like [`set_password`], but only if,
+/// under the account row's lock (`FOR UPDATE`), the caller's access token
+/// `token_id` is still active and the stored hash is still `verified_hash`
+/// (the one its current password was checked against). Of two concurrent
+/// changes with one token exactly one succeeds; the other finds its token
+/// revoked, or the hash replaced.
+pub async fn change_password(
+    pool: &Pool,
+    hasher: &Hasher,
+    account_id: i32,
+    token_id: i64,
+    verified_hash: &str,
+    password: Password,
+) -> Result<PasswordChange, StoreError> {
+    check_new_password(&password)?;
+    let phc = hasher.hash(password).await?;
+    let mut conn = pool.get().await?;
+    let tx = conn.transaction().await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT password = $2 AND is_active FROM accounts WHERE account_id = $1 FOR UPDATE",
+            &[&account_id, &verified_hash],
+        )
+        .await?
+    else {
+        return Err(StoreError::UnknownAccount(format!("#{account_id}")));
+    };
+    if !lookup::access_is_live(&tx, token_id).await? {
+        return Ok(PasswordChange::TokenRevoked);
+    }
+    if !row.try_get::<_, bool>(0)? {
+        return Ok(PasswordChange::Superseded);
+    }
+    tx.execute(
+        "UPDATE accounts SET password = $2 WHERE account_id = $1",
+        &[&account_id, &phc],
+    )
+    .await?;
+    let revoked = revoke::revoke_account(&tx, account_id).await?;
+    tx.commit().await?;
+    Ok(PasswordChange::Changed(revoked))
 }
 
 /// Add scopes (values) and roles (names) to an account; already granted

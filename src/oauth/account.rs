@@ -11,16 +11,19 @@
 //!   is checked first (1 to 1024 bytes, else `invalid_request`); a wrong
 //!   current password is `invalid_grant` and counts against the login
 //!   throttle (per username and address, checked before hashing) — a stolen
-//!   access token must not become a password-guessing oracle. On success:
-//!   the new hash is stored, every access and refresh token of the account
-//!   is revoked (including the one used; this replica's cache forgets them at
-//!   once), and the answer is `204`.
+//!   access token must not become a password-guessing oracle. Then, under
+//!   the account row's lock, the caller's token must still be active (else
+//!   401 `invalid_token`) and the stored hash still the one verified (else
+//!   `invalid_grant`), so of two concurrent changes with one token exactly
+//!   one succeeds. On success: the new hash is stored, every access and
+//!   refresh token of the account is revoked (including the one used; this
+//!   replica's cache forgets them at once), and the answer is `204`.
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{json, require_method, status, OAuth};
-use crate::accounts::store;
+use super::{invalid_grant, json, require_method, status, OAuth};
+use crate::accounts::store::{self, PasswordChange};
 use crate::accounts::{check_new_password, Password, MAX_PASSWORD_BYTES};
 use crate::body::Body;
 use crate::db::DbError;
@@ -82,7 +85,20 @@ pub async fn change_password(
     }
     oauth.throttle.succeeded(attempt);
 
-    let revoked = store::set_password(&oauth.db, &oauth.hasher, caller.account_id, new).await?;
+    let change = store::change_password(
+        &oauth.db,
+        &oauth.hasher,
+        caller.account_id,
+        caller.token_id,
+        &phc,
+        new,
+    )
+    .await?;
+    let revoked = match change {
+        PasswordChange::Changed(revoked) => revoked,
+        PasswordChange::TokenRevoked => return Err(Rejection::InvalidToken),
+        PasswordChange::Superseded => return Err(invalid_grant(WRONG_CURRENT)),
+    };
     for h in &revoked {
         oauth.tokens.invalidate(h).await;
     }

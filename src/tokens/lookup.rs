@@ -1,9 +1,9 @@
 //! What the database says about a token: [`find_access`] for the
 //! validation cache's fills (one round trip per cold token, through a
 //! prepared statement) and introspection; [`find_refresh`] for
-//! introspection.
+//! introspection; [`access_is_live`] for a re-check under a caller's lock.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 
 use super::issue::IssueError;
 use super::{hash_hex, TokenHash};
@@ -64,6 +64,24 @@ pub async fn find_access(pool: &Pool, hash: &TokenHash) -> Result<Option<AccessR
         created: row.try_get(6)?,
         scopes: row.try_get(7)?,
     }))
+}
+
+/// Is the access token `token_id` usable now (active, unexpired)? For a
+/// caller that must re-check, inside its own transaction and locks, a token
+/// it validated earlier (perhaps from the cache).
+pub async fn access_is_live<C: GenericClient>(client: &C, token_id: i64) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached("SELECT active AND expires > $2 FROM access_tokens WHERE token_id = $1")
+        .await
+        .map_err(classify)?;
+    let row = client
+        .query_opt(&stmt, &[&token_id, &unix_now()])
+        .await
+        .map_err(classify)?;
+    match row {
+        Some(r) => r.try_get(0).map_err(classify),
+        None => Ok(false),
+    }
 }
 
 /// What introspection says about a refresh token.

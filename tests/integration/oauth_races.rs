@@ -185,6 +185,66 @@ async fn a_login_racing_a_password_change_never_outlives_it() {
 }
 
 // ---------------------------------------------------------------------------
+// Two password changes with one token
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_password_changes_with_one_token_exactly_one_wins() {
+    const TRIALS: usize = 15;
+    let app = Arc::new(spawn_app(CONFIG).await);
+    new_account(&app, "pia", "pw-0", &[], &[]).await;
+    let mut current = "pw-0".to_owned();
+    for trial in 0..TRIALS {
+        let client = http_from(addr(3, trial));
+        let (access, _) = login(&client, &app, "pia", &current).await.pair();
+        let candidates = [format!("a-{trial}"), format!("b-{trial}")];
+        let changes: Vec<_> = candidates
+            .iter()
+            .map(|new| {
+                let (app, client, access, current, new) = (
+                    app.clone(),
+                    client.clone(),
+                    access.clone(),
+                    current.clone(),
+                    new.clone(),
+                );
+                tokio::spawn(async move {
+                    change_password(&client, &app, &access, &current, &new).await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for c in changes {
+            answers.push(c.await.unwrap());
+        }
+        let won: Vec<usize> = (0..2).filter(|&i| answers[i].status == 204).collect();
+        assert_eq!(
+            won.len(),
+            1,
+            "trial {trial}: exactly one change succeeds, got {} and {}",
+            answers[0].status,
+            answers[1].status
+        );
+        let (winner, loser) = (won[0], 1 - won[0]);
+        match answers[loser].status {
+            400 => answers[loser].assert_error(400, "invalid_grant"),
+            401 => {}
+            other => panic!("trial {trial}: the losing change answered {other}"),
+        }
+        // Only the winner's password works now.
+        login(&client, &app, "pia", &candidates[winner])
+            .await
+            .pair();
+        login(&client, &app, "pia", &candidates[loser])
+            .await
+            .assert_error(400, "invalid_grant");
+        login(&client, &app, "pia", &current)
+            .await
+            .assert_error(400, "invalid_grant");
+        current = candidates[winner].clone();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Revocation racing refreshes
 
 /// A family refreshed in a loop by [`refresh_loop`].
