@@ -4,13 +4,17 @@
 //! Why a pool of its own rather than `spawn_blocking`:
 //! - **Bounded**: `threads` jobs run at once and at most `queue` wait; when
 //!   the queue is full a login is refused at once (503 + `Retry-After`)
-//!   instead of piling up memory and latency (attack cases O5, F14).
+//!   instead of piling up memory and latency.
 //! - **Low priority**: each thread lowers its own scheduling priority
 //!   (`nice` 10 and `SCHED_BATCH` on Linux), so a login storm yields the
 //!   cores to the proxy's async workers instead of competing with them.
 //! - **Buffer reuse**: each thread keeps its 19 MiB of argon2 memory blocks
 //!   between jobs (allocated on the first job) instead of allocating and
 //!   zeroing a fresh buffer per hash.
+//!
+//! A stored hash made with other parameters still verifies (whatever its
+//! parameters, within the caps below) and is replaced after the next
+//! successful login ([`needs_rehash`]).
 //!
 //! Unknown usernames are verified against a dummy hash with the same
 //! parameters ([`Hasher::verify_dummy`]), so a wrong username and a wrong
@@ -48,6 +52,30 @@ pub fn params() -> Params {
     // Constant, valid parameters: this cannot fail.
     Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN))
         .expect("OWASP argon2 parameters are valid")
+}
+
+/// Was `phc` made with anything but the current algorithm, version,
+/// parameters and output length? Such a hash still verifies, and is
+/// replaced after the next successful login (so old-parameter accounts stop
+/// being visible by their verification time). A string that is no argon2
+/// PHC at all is `false`: nothing verifies against it.
+pub fn needs_rehash(phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let Ok(stored) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let current = params();
+    algorithm != Algorithm::Argon2id
+        || parsed.version != Some(Version::V0x13.into())
+        || stored.m_cost() != current.m_cost()
+        || stored.t_cost() != current.t_cost()
+        || stored.p_cost() != current.p_cost()
+        || parsed.hash.map(|h| h.len()) != Some(OUTPUT_LEN)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -395,6 +423,31 @@ mod tests {
         let h = Hasher::new(1);
         assert!(h.verify(Password::new("pw"), &other).await.unwrap());
         assert!(!h.verify(Password::new("pw2"), &other).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn only_hashes_with_other_parameters_need_a_rehash() {
+        use argon2::PasswordHasher;
+        let h = Hasher::new(1);
+        let current = h.hash(Password::new("pw")).await.unwrap();
+        assert!(!needs_rehash(&current));
+        assert!(!needs_rehash(&dummy_phc()));
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let made_with = |alg, m, t, p, len| {
+            Argon2::new(alg, Version::V0x13, Params::new(m, t, p, len).unwrap())
+                .hash_password(b"pw", &salt)
+                .unwrap()
+                .to_string()
+        };
+        for old in [
+            made_with(Algorithm::Argon2id, 47104, 1, 1, Some(32)),
+            made_with(Algorithm::Argon2id, M_COST_KIB, T_COST, 2, Some(32)),
+            made_with(Algorithm::Argon2id, M_COST_KIB, T_COST, P_COST, Some(16)),
+            made_with(Algorithm::Argon2i, M_COST_KIB, T_COST, P_COST, Some(32)),
+        ] {
+            assert!(needs_rehash(&old), "{old}");
+        }
+        assert!(!needs_rehash("not a phc"));
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@
 use deadpool_postgres::{GenericClient, Pool};
 use serde::Serialize;
 
-use super::password::{HashError, Hasher};
+use super::password::{needs_rehash, HashError, Hasher};
 use super::scopes::ScopeRef;
 use super::{check_new_password, normalize_username, InvalidCredential, Password};
 use crate::db::{classify, DbError};
@@ -379,6 +379,32 @@ pub async fn set_password(
     let revoked = revoke::revoke_account(&tx, account_id).await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// After a successful login with `password` against `verified_hash`: if
+/// that hash was made with other parameters than the current ones
+/// ([`needs_rehash`]), hash `password` again on `hasher`'s pool and store
+/// it in place of `verified_hash` — a compare-and-swap, so a password
+/// changed meanwhile is left alone. `Ok(true)` when a new hash was stored.
+pub async fn upgrade_password_hash(
+    pool: &Pool,
+    hasher: &Hasher,
+    account_id: i32,
+    verified_hash: &str,
+    password: Password,
+) -> Result<bool, StoreError> {
+    if !needs_rehash(verified_hash) {
+        return Ok(false);
+    }
+    let phc = hasher.hash(password).await?;
+    let conn = pool.get().await?;
+    let n = conn
+        .execute(
+            "UPDATE accounts SET password = $3 WHERE account_id = $1 AND password = $2",
+            &[&account_id, &verified_hash, &phc],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// How [`change_password`] ended.

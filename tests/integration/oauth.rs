@@ -485,6 +485,58 @@ async fn a_success_resets_the_username_counter() {
 }
 
 // ---------------------------------------------------------------------------
+// Rehash on login
+
+#[tokio::test]
+async fn a_login_rehashes_a_password_made_with_other_parameters() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let app = spawn_app(CONFIG).await;
+    let id = new_account(&app, "olaf", "s3cret", &[], &[]).await;
+    // One of the other equivalent parameter sets (m=47104 KiB, t=1).
+    let old = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(47104, 1, 1, None).unwrap(),
+    )
+    .hash_password(
+        b"s3cret",
+        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $2 WHERE account_id = $1",
+        &[&id, &old],
+    )
+    .await;
+    let stored = || async {
+        let conn = app.db.pool().get().await.unwrap();
+        conn.query_one(
+            "SELECT password FROM accounts WHERE account_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+    };
+    login(&app, "olaf", "wrong")
+        .await
+        .assert_error(400, "invalid_grant");
+    assert_eq!(stored().await, old, "a failed login changes nothing");
+    login(&app, "olaf", "s3cret").await.pair();
+    let now = stored().await;
+    assert_ne!(now, old);
+    assert!(now.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{now}");
+    // The same password, the current parameters.
+    login(&app, "olaf", "s3cret").await.pair();
+    assert_eq!(stored().await, now, "a current hash is left alone");
+    login(&app, "olaf", "wrong")
+        .await
+        .assert_error(400, "invalid_grant");
+}
+
+// ---------------------------------------------------------------------------
 // The request itself
 
 #[tokio::test]
