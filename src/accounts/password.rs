@@ -13,7 +13,8 @@
 //!   zeroing a fresh buffer per hash.
 //!
 //! A stored hash made with other parameters still verifies (whatever its
-//! parameters, within the caps below) and is replaced after the next
+//! parameters, within caps on memory, passes, lanes and their product, so a
+//! hostile row cannot pin a hashing thread) and is replaced after the next
 //! successful login ([`needs_rehash`]).
 //!
 //! Unknown usernames are verified against a dummy hash with the same
@@ -44,6 +45,13 @@ const SALT_LEN: usize = 16;
 /// Stored hashes asking for more memory than this are refused (a corrupt
 /// or hostile row must not make a worker allocate gigabytes).
 const MAX_M_COST_KIB: u32 = 256 * 1024;
+/// ... or for more passes (OWASP's equivalent sets go up to t = 5),
+const MAX_T_COST: u32 = 10;
+/// ... or more lanes (they all have p = 1),
+const MAX_P_COST: u32 = 8;
+/// ... or more memory × passes, so that one verification of a stored hash,
+/// however it was made, stays within about a second of one thread.
+const MAX_WORK_KIB: u64 = 2 * MAX_M_COST_KIB as u64;
 /// Queued jobs per thread before new ones are refused.
 pub const QUEUE_PER_THREAD: usize = 4;
 
@@ -322,8 +330,17 @@ fn hash_with(blocks: &mut Vec<Block>, password: &Password) -> Result<String, Has
     phc_string(&salt, &out)
 }
 
+/// May a stored hash with these parameters be verified at all (a hostile
+/// row must not pin a hashing thread)?
+fn within_caps(p: &Params) -> bool {
+    p.m_cost() <= MAX_M_COST_KIB
+        && p.t_cost() <= MAX_T_COST
+        && p.p_cost() <= MAX_P_COST
+        && u64::from(p.m_cost()) * u64::from(p.t_cost()) <= MAX_WORK_KIB
+}
+
 /// Verify against any argon2 PHC string (whatever its parameters, within
-/// [`MAX_M_COST_KIB`]), reusing `blocks`.
+/// [`within_caps`]), reusing `blocks`.
 fn verify_with(
     blocks: &mut Vec<Block>,
     password: &Password,
@@ -348,7 +365,7 @@ fn verify_with(
     let Ok(params) = Params::try_from(&parsed) else {
         return false;
     };
-    if params.m_cost() > MAX_M_COST_KIB {
+    if !within_caps(&params) {
         return false;
     }
     let mut salt_buf = [0u8; 64];
@@ -448,6 +465,30 @@ mod tests {
             assert!(needs_rehash(&old), "{old}");
         }
         assert!(!needs_rehash("not a phc"));
+    }
+
+    #[tokio::test]
+    async fn hostile_costs_are_refused_without_hashing() {
+        // Well-formed PHC strings whose time or lane cost would pin a
+        // thread: each is "no" at once, with no argon2 work.
+        let h = Hasher::new(1);
+        let salt = "c2NvcGVnYXRlZHVtbXk";
+        let out = "3MQ1oDTdU0M7Ckfd3oC4RIJ9MUOe1NzBYdPu3uDHPQw";
+        for params in [
+            "m=64,t=11,p=1",
+            "m=64,t=1000,p=1",
+            "m=256,t=1,p=9",
+            "m=262144,t=3,p=1",
+        ] {
+            let phc = format!("$argon2id$v=19${params}${salt}${out}");
+            assert!(PasswordHash::new(&phc).is_ok(), "{phc}");
+            assert!(!h.verify(Password::new("pw"), &phc).await.unwrap(), "{phc}");
+        }
+        assert_eq!(h.computed(), 0, "refused before any computation");
+        // The parameter sets a hash may legitimately have still verify.
+        let ok = format!("$argon2id$v=19$m=7168,t=5,p=1${salt}${out}");
+        assert!(!h.verify(Password::new("pw"), &ok).await.unwrap());
+        assert_eq!(h.computed(), 1);
     }
 
     #[tokio::test]
