@@ -1,15 +1,20 @@
 //! The first administrator.
 //!
-//! When no **active** account holds `scopegate:admin` (directly or through a
-//! role), `serve` and `dev` create one named `admin` with a random
+//! When no account holds `scopegate:admin` (directly or through a role),
+//! active or not, `serve` and `dev` create one named `admin` with a random
 //! 24-character password (OS CSPRNG, letters and digits: ~143 bits), grant
 //! it `scopegate:admin` and `scopegate:introspect`, and print the password
 //! once on stdout. It is never logged.
 //!
-//! If an account named `admin` exists but does not qualify (disabled, or
-//! stripped of the scope), it is left alone and the new account is named
-//! `admin2`, `admin3`, ... instead; the printed line names it. Replicas
-//! starting together serialize on an advisory lock, so only one creates it.
+//! A disabled administrator is never replaced: someone disabled it, and a
+//! fresh admin with a password on stdout would undo that. Bootstrap then
+//! creates nothing and logs (a warning, never stdout) how to re-enable it
+//! with `scopegate account enable <name>`.
+//!
+//! If an account named `admin` exists without the scope, it is left alone
+//! and the new account is named `admin2`, `admin3`, ... instead; the printed
+//! line names it. Replicas starting together serialize on an advisory lock,
+//! so only one creates it.
 
 use deadpool_postgres::Pool;
 use rand::TryRngCore;
@@ -32,27 +37,41 @@ pub struct Bootstrapped {
     pub password: Password,
 }
 
-const HAS_ADMIN: &str = "
-SELECT EXISTS (
-    SELECT 1 FROM accounts a
-     WHERE a.is_active AND a.account_id IN (
-        SELECT x.account_id FROM account_scopes x JOIN scopes s ON s.scope_id = x.scope_id
-         WHERE s.scope_value = $1
-        UNION
-        SELECT ar.account_id FROM account_roles ar
-          JOIN role_scopes rs ON rs.role_id = ar.role_id
-          JOIN scopes s ON s.scope_id = rs.scope_id
-         WHERE s.scope_value = $1))";
+/// Every account holding the admin scope (own or through a role), active
+/// ones first.
+const ADMINS: &str = "
+SELECT a.username, a.is_active FROM accounts a
+ WHERE a.account_id IN (
+    SELECT x.account_id FROM account_scopes x JOIN scopes s ON s.scope_id = x.scope_id
+     WHERE s.scope_value = $1
+    UNION
+    SELECT ar.account_id FROM account_roles ar
+      JOIN role_scopes rs ON rs.role_id = ar.role_id
+      JOIN scopes s ON s.scope_id = rs.scope_id
+     WHERE s.scope_value = $1)
+ ORDER BY a.is_active DESC, a.username";
 
-/// Create the bootstrap administrator if there is no active one.
-/// `Ok(None)`: nothing to do.
+/// Create the bootstrap administrator if no account, active or not, holds
+/// the admin scope. `Ok(None)`: nothing to do (logged when the only
+/// administrators are disabled).
 pub async fn bootstrap(pool: &Pool, hasher: &Hasher) -> Result<Option<Bootstrapped>, StoreError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await?;
-    let exists: bool = tx.query_one(HAS_ADMIN, &[&ADMIN_SCOPE]).await?.try_get(0)?;
-    if exists {
+    let admins = tx.query(ADMINS, &[&ADMIN_SCOPE]).await?;
+    if let Some(first) = admins.first() {
+        if !first.try_get::<_, bool>(1)? {
+            for admin in &admins {
+                let name: String = admin.try_get(0)?;
+                tracing::warn!(
+                    username = %name,
+                    "the administrator {name:?} is disabled and no active account holds \
+                     {ADMIN_SCOPE}; none is created in its place. Re-enable it with \
+                     `scopegate account enable {name}`"
+                );
+            }
+        }
         return Ok(None);
     }
     let password = random_password()?;

@@ -326,28 +326,87 @@ async fn bootstrap_creates_one_administrator_once() {
 }
 
 #[tokio::test]
-async fn bootstrap_counts_only_active_admins_and_roles_too() {
+async fn bootstrap_never_replaces_a_disabled_admin_and_counts_roles_too() {
     let app = spawn_app(CONFIG).await;
     let hasher = &app.state.oauth.hasher;
     new_account(&app, "admin", "pw", &["scopegate:admin"], &[]).await;
     store::set_active(&app.state.db, "admin", false)
         .await
         .unwrap();
-    let created = bootstrap(&app.state.db, hasher)
-        .await
-        .unwrap()
-        .expect("the admin is disabled");
-    assert_eq!(created.username, "admin2");
+    assert!(
+        bootstrap(&app.state.db, hasher).await.unwrap().is_none(),
+        "a disabled admin is an admin: nothing is created"
+    );
+    assert_eq!(accounts_named_like_admin(&app).await, vec!["admin"]);
 
     let app = spawn_app(CONFIG).await;
     store::create_role(&app.state.db, "root", None, &["scopegate:admin".into()])
         .await
         .unwrap();
     new_account(&app, "alice", "pw", &[], &["root"]).await;
+    store::set_active(&app.state.db, "alice", false)
+        .await
+        .unwrap();
     assert!(bootstrap(&app.state.db, &app.state.oauth.hasher)
         .await
         .unwrap()
         .is_none());
+
+    // Nobody holds the scope, but the name is taken: the new one is admin2.
+    let app = spawn_app(CONFIG).await;
+    new_account(&app, "admin", "pw", &[], &[]).await;
+    let created = bootstrap(&app.state.db, &app.state.oauth.hasher)
+        .await
+        .unwrap()
+        .expect("no account holds scopegate:admin");
+    assert_eq!(created.username, "admin2");
+}
+
+async fn accounts_named_like_admin(app: &TestApp) -> Vec<String> {
+    let conn = app.db.pool().get().await.unwrap();
+    conn.query(
+        "SELECT username FROM accounts WHERE username LIKE 'admin%' ORDER BY username",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test]
+async fn serve_logs_how_to_re_enable_a_disabled_admin_and_prints_nothing() {
+    let app = spawn_app(CONFIG).await;
+    new_account(&app, "admin", "pw", &["scopegate:admin"], &[]).await;
+    store::set_active(&app.state.db, "admin", false)
+        .await
+        .unwrap();
+    let cli = Cli::new(&app);
+    let mut c = cli.command(&["serve"]);
+    c.env("SCOPEGATE_LOG", "info");
+    let mut child = c.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("scopegate listening") {
+            break;
+        }
+    }
+    child.kill().await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        log.contains("scopegate account enable admin"),
+        "the log says how to re-enable it:\n{log}"
+    );
+    assert!(
+        !text(&out.stdout).contains("password"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(accounts_named_like_admin(&app).await, vec!["admin"]);
 }
 
 #[tokio::test]
