@@ -313,7 +313,7 @@ pub async fn insert_token(
     .expect("test setup query");
     for s in scopes {
         conn.execute(
-            "INSERT INTO scopes (scope_name, scope_value) VALUES ($1, $1) ON CONFLICT (scope_value) DO NOTHING",
+            "INSERT INTO scopes (scope_name, scope_value) VALUES ($1, $1) ON CONFLICT DO NOTHING",
             &[s],
         )
         .await

@@ -1,13 +1,14 @@
 //! The scopes and roles that can be granted, in Postgres. A scope has a
 //! display name and a **value** (the RFC 6749 scope-token used in tokens
 //! and routes, unique); a role has a unique **name** and a set of scopes.
-//! Deleting either removes its grants (foreign keys cascade).
+//! A scope's name is unique too. Deleting either removes its grants
+//! (foreign keys cascade).
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
 use super::store::{resolve_scopes, StoreError};
-use crate::db::classify;
+use crate::db::{classify, DbError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Scope {
@@ -45,9 +46,7 @@ pub async fn create_scope(
     if !crate::scope::is_valid(value) {
         return Err(StoreError::InvalidField {
             field: "value",
-            message: format!(
-                "{value:?} is not a valid scope (1 to 255 printable ASCII characters without space, '\"' or '\\')"
-            ),
+            message: "must be a scope-token: 1 to 255 printable ASCII characters without space, '\"' or '\\' (RFC 6749 §3.3)".into(),
         });
     }
     let conn = pool.get().await?;
@@ -59,10 +58,10 @@ pub async fn create_scope(
         .await
         .map_err(|e| {
             let e = classify(e);
-            if e.is_unique_violation() {
-                StoreError::DuplicateScope(value.to_owned())
-            } else {
-                StoreError::Db(e)
+            match unique_constraint(&e) {
+                Some(NAME_UNIQUE) => StoreError::DuplicateScopeName(name.to_owned()),
+                Some(_) => StoreError::DuplicateScope(value.to_owned()),
+                None => StoreError::Db(e),
             }
         })?;
     Ok(Scope {
@@ -73,24 +72,37 @@ pub async fn create_scope(
     })
 }
 
+/// The constraint that makes scope names unique (see the migrations).
+const NAME_UNIQUE: &str = "scopes_scope_name_key";
+
+/// The unique constraint a failed insert violated, if that is why it failed.
+fn unique_constraint(e: &DbError) -> Option<&str> {
+    match e {
+        DbError::Query(q) if e.is_unique_violation() => {
+            Some(q.as_db_error().and_then(|d| d.constraint()).unwrap_or(""))
+        }
+        _ => None,
+    }
+}
+
+pub(super) const SCOPE_COLUMNS: &str =
+    "SELECT scope_id, scope_name, scope_value, scope_description FROM scopes";
+
+pub(super) fn scope_from(r: &tokio_postgres::Row) -> Result<Scope, StoreError> {
+    Ok(Scope {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        value: r.try_get(2)?,
+        description: r.try_get(3)?,
+    })
+}
+
 pub async fn list_scopes(pool: &Pool) -> Result<Vec<Scope>, StoreError> {
     let conn = pool.get().await?;
     let rows = conn
-        .query(
-            "SELECT scope_id, scope_name, scope_value, scope_description FROM scopes ORDER BY scope_id",
-            &[],
-        )
+        .query(&format!("{SCOPE_COLUMNS} ORDER BY scope_id"), &[])
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Scope {
-                id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                value: r.try_get(2)?,
-                description: r.try_get(3)?,
-            })
-        })
-        .collect()
+    rows.iter().map(scope_from).collect()
 }
 
 /// Delete a scope by value (its grants go with it: foreign keys cascade).
@@ -155,27 +167,27 @@ pub async fn create_role(
     })
 }
 
+pub(super) const ROLE_COLUMNS: &str = "
+SELECT r.role_id, r.role_name, r.role_description,
+       COALESCE(ARRAY(SELECT s.scope_value FROM role_scopes x JOIN scopes s ON s.scope_id = x.scope_id
+                       WHERE x.role_id = r.role_id ORDER BY s.scope_value), '{}')
+  FROM roles r";
+
+pub(super) fn role_from(r: &tokio_postgres::Row) -> Result<Role, StoreError> {
+    Ok(Role {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        description: r.try_get(2)?,
+        scopes: r.try_get(3)?,
+    })
+}
+
 pub async fn list_roles(pool: &Pool) -> Result<Vec<Role>, StoreError> {
     let conn = pool.get().await?;
     let rows = conn
-        .query(
-            "SELECT r.role_id, r.role_name, r.role_description,
-                    COALESCE(ARRAY(SELECT s.scope_value FROM role_scopes x JOIN scopes s ON s.scope_id = x.scope_id
-                                    WHERE x.role_id = r.role_id ORDER BY s.scope_value), '{}')
-               FROM roles r ORDER BY r.role_id",
-            &[],
-        )
+        .query(&format!("{ROLE_COLUMNS} ORDER BY r.role_id"), &[])
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Role {
-                id: r.try_get(0)?,
-                name: r.try_get(1)?,
-                description: r.try_get(2)?,
-                scopes: r.try_get(3)?,
-            })
-        })
-        .collect()
+    rows.iter().map(role_from).collect()
 }
 
 /// Delete a role by name (its grants go with it).

@@ -6,6 +6,8 @@
 //! - [`store`]: the accounts in Postgres; [`catalog`]: scopes and roles;
 //!   [`scopes`]: the effective scopes of an account (its own ∪ its
 //!   roles') and which of them a token may carry.
+//! - [`admin_store`]: accounts, scopes and roles by id and paginated, for
+//!   the admin API, with the token hashes each change affects.
 //! - [`bootstrap`]: the first `admin` account.
 //!
 //! ## Usernames
@@ -25,6 +27,7 @@
 //! (`invalid_grant`, like any other wrong password), when set they are an
 //! invalid request.
 
+pub mod admin_store;
 pub mod bootstrap;
 pub mod catalog;
 pub mod password;

@@ -129,6 +129,8 @@ struct Stats {
     computed: AtomicU64,
     /// Jobs refused because the queue was full.
     refused: AtomicU64,
+    /// Jobs accepted and not yet taken by a thread.
+    queued: AtomicU64,
 }
 
 impl Hasher {
@@ -184,8 +186,20 @@ impl Hasher {
         self.stats.refused.load(Ordering::Relaxed)
     }
 
+    /// Jobs waiting for a thread right now (a metric).
+    pub fn queue_depth(&self) -> u64 {
+        self.stats.queued.load(Ordering::Relaxed)
+    }
+
     fn submit(&self, job: Job) -> Result<(), HashError> {
-        match self.queue.try_send(job) {
+        // Counted before it is sent, so a thread taking it at once never
+        // sees the count below zero.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.queue.try_send(job);
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -277,7 +291,10 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, stats: Arc<Stats>) {
         let job = {
             let Ok(rx) = rx.lock() else { return };
             match rx.recv() {
-                Ok(job) => job,
+                Ok(job) => {
+                    stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    job
+                }
                 Err(_) => return, // the Hasher is gone
             }
         };

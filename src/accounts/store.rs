@@ -64,6 +64,8 @@ pub enum StoreError {
     DuplicateAccount(String),
     #[error("a scope with the value {0:?} already exists")]
     DuplicateScope(String),
+    #[error("a scope named {0:?} already exists")]
+    DuplicateScopeName(String),
     #[error("a role named {0:?} already exists")]
     DuplicateRole(String),
     #[error("no account named {0:?}")]
@@ -72,6 +74,13 @@ pub enum StoreError {
     UnknownScope(String),
     #[error("no role named {0:?} (create it with `scopegate role create`)")]
     UnknownRole(String),
+    /// An account, scope or role looked up by its id.
+    #[error("no {kind} with id {id}")]
+    UnknownId { kind: &'static str, id: i32 },
+    #[error("{0} is already granted")]
+    AlreadyGranted(String),
+    #[error("{0} is not granted")]
+    NotGranted(String),
     #[error("password hashing: {0}")]
     Hash(#[from] HashError),
     #[error(transparent)]
@@ -118,7 +127,10 @@ impl From<IssueError> for StoreError {
     }
 }
 
-fn check_optional_name(field: &'static str, s: &Option<String>) -> Result<(), StoreError> {
+pub(crate) fn check_optional_name(
+    field: &'static str,
+    s: &Option<String>,
+) -> Result<(), StoreError> {
     match s {
         Some(s) if s.chars().count() > 255 || s.chars().any(char::is_control) => {
             Err(StoreError::InvalidField {
@@ -133,7 +145,7 @@ fn check_optional_name(field: &'static str, s: &Option<String>) -> Result<(), St
 // ---------------------------------------------------------------------------
 // Accounts
 
-const ACCOUNT_COLUMNS: &str = "
+pub(super) const ACCOUNT_COLUMNS: &str = "
 SELECT a.account_id, a.username, a.first_name, a.last_name, a.is_active,
        COALESCE(ARRAY(SELECT s.scope_value FROM account_scopes x JOIN scopes s ON s.scope_id = x.scope_id
                        WHERE x.account_id = a.account_id ORDER BY s.scope_value), '{}'),
@@ -141,7 +153,7 @@ SELECT a.account_id, a.username, a.first_name, a.last_name, a.is_active,
                        WHERE x.account_id = a.account_id ORDER BY r.role_name), '{}')
   FROM accounts a";
 
-fn account_from(row: &tokio_postgres::Row) -> Result<Account, StoreError> {
+pub(super) fn account_from(row: &tokio_postgres::Row) -> Result<Account, StoreError> {
     Ok(Account {
         id: row.try_get(0)?,
         username: row.try_get(1)?,

@@ -189,7 +189,7 @@ pub async fn is_live(app: &TestApp, token: &str) -> bool {
 /// Create `scope` if it does not exist yet.
 pub async fn ensure_scope(app: &TestApp, value: &str) {
     match store::create_scope(&app.state.db, value, value, None).await {
-        Ok(_) | Err(StoreError::DuplicateScope(_)) => {}
+        Ok(_) | Err(StoreError::DuplicateScope(_) | StoreError::DuplicateScopeName(_)) => {}
         Err(e) => panic!("{e}"),
     }
 }
