@@ -26,7 +26,7 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let mut ctx = RequestCtx::new(&req, peer);
+    let mut ctx = RequestCtx::new(&req, peer, &gateway.unrouted);
     // The routes and limits this request is decided and logged with, even
     // if a reload swaps them meanwhile.
     let policy = gateway.policy();
@@ -40,7 +40,7 @@ pub async fn handle(
 
 async fn phases<'r>(
     gateway: &Gateway,
-    oauth: &OAuth,
+    oauth: &'r OAuth,
     upstream: &UpstreamClient,
     policy: &'r Policy,
     req: Request<Incoming>,
@@ -50,10 +50,12 @@ async fn phases<'r>(
     let path = gateway::normalize(&req)?;
     if let Some(endpoint) = oauth::endpoint(&path) {
         ctx.label = endpoint.label();
+        ctx.stats = oauth.endpoint_stats(endpoint);
         return Ok(oauth.handle(endpoint, ctx, req).await);
     }
     let route = gateway::route(&policy.routes, &req, &path)?;
     ctx.label = &route.config.name;
+    ctx.stats = &route.stats;
     ctx.identity = gateway::authenticate(&gateway.tokens, &req, route).await?;
     gateway::authorize(ctx.identity.as_deref(), route)?;
     let upstream_path = forwarded_path(route, &path).into_owned();

@@ -17,6 +17,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 
 use crate::body::Body;
+use crate::metrics::RouteStats;
 use crate::tokens::cache::Identity;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,12 +35,15 @@ pub struct RequestCtx<'a> {
     /// What served the request: a route name, an `oauth:<endpoint>`, or
     /// `-` when it was rejected before either was known.
     pub label: &'a str,
+    /// The counters of what served the request (set with `label`).
+    pub stats: &'a RouteStats,
     /// The caller, once a token was validated.
     pub identity: Option<Arc<Identity>>,
 }
 
 impl<'a> RequestCtx<'a> {
-    pub fn new<B>(req: &Request<B>, peer: SocketAddr) -> RequestCtx<'a> {
+    /// `unrouted`: the counters used until a route or endpoint is known.
+    pub fn new<B>(req: &Request<B>, peer: SocketAddr, unrouted: &'a RouteStats) -> RequestCtx<'a> {
         RequestCtx {
             start: Instant::now(),
             peer,
@@ -51,16 +55,20 @@ impl<'a> RequestCtx<'a> {
                 .cloned()
                 .unwrap_or_else(new_request_id),
             label: "-",
+            stats: unrouted,
             identity: None,
         }
     }
 }
 
-/// The last phase: echo the request id and write the access-log line.
+/// The last phase: echo the request id, count the answer (a few atomic
+/// increments, [`RouteStats::record`]) and write the access-log line.
 pub fn log(ctx: &RequestCtx<'_>, response: &mut Response<Body>) {
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    let elapsed = ctx.start.elapsed();
+    ctx.stats.record(response.status(), elapsed);
     tracing::info!(
         target: "scopegate::access",
         peer = %ctx.peer,
@@ -69,7 +77,7 @@ pub fn log(ctx: &RequestCtx<'_>, response: &mut Response<Body>) {
         status = response.status().as_u16(),
         account_id = ctx.identity.as_ref().map(|i| i.account_id),
         request_id = ctx.request_id.to_str().unwrap_or("-"),
-        micros = ctx.start.elapsed().as_micros() as u64,
+        micros = elapsed.as_micros() as u64,
     );
 }
 

@@ -28,6 +28,7 @@ use super::route::Route;
 use super::Limits;
 use crate::body::Body;
 use crate::error::Rejection;
+use crate::metrics::UpstreamError;
 use crate::request::{RequestCtx, X_REQUEST_ID};
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -268,11 +269,19 @@ pub async fn forward(
     let deadline = route.config.timeout.min(limits.request_timeout);
     let sent = tokio::time::timeout(deadline, client.request(upstream_req)).await;
     let mut res = match sent {
-        Err(_) => return Err(Rejection::GatewayTimeout),
+        Err(_) => {
+            route.stats.upstream_error(UpstreamError::Timeout);
+            return Err(Rejection::GatewayTimeout);
+        }
         Ok(Err(e)) => {
             if is_length_limit(&e) {
                 return Err(Rejection::PayloadTooLarge);
             }
+            route.stats.upstream_error(if e.is_connect() {
+                UpstreamError::Connect
+            } else {
+                UpstreamError::Request
+            });
             tracing::warn!(route = %route.config.name, error = %e, "upstream request failed");
             return Err(Rejection::BadGateway);
         }
@@ -282,6 +291,7 @@ pub async fn forward(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             // An upstream may not switch protocols on its own.
+            route.stats.upstream_error(UpstreamError::Protocol);
             return Err(Rejection::BadGateway);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut res);

@@ -31,6 +31,7 @@ use http::{Method, Request, Version};
 
 use crate::config::{Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
+use crate::metrics::RouteStats;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
 use authorize::Decision;
@@ -83,6 +84,9 @@ pub struct Gateway {
     pub tokens: Arc<Validator>,
     /// Reloads applied and refused, for metrics.
     pub reloads: ReloadStats,
+    /// Counters of the requests no route or endpoint was found for (the
+    /// access log's route `-`).
+    pub unrouted: RouteStats,
 }
 
 /// Counters of configuration reloads.
@@ -98,6 +102,7 @@ impl Gateway {
             policy: ArcSwap::from_pointee(Policy::from_config(config)),
             tokens,
             reloads: ReloadStats::default(),
+            unrouted: RouteStats::default(),
         }
     }
 
@@ -106,9 +111,12 @@ impl Gateway {
         self.policy.load()
     }
 
-    /// Serve `config`'s routes and limits from the next request on.
+    /// Serve `config`'s routes and limits from the next request on; routes
+    /// that keep their name keep their counters (`/metrics`).
     pub fn reload(&self, config: &Config) {
-        self.policy.store(Arc::new(Policy::from_config(config)));
+        let mut policy = Policy::from_config(config);
+        policy.routes.carry_stats_from(&self.policy.load().routes);
+        self.policy.store(Arc::new(policy));
         self.reloads.applied.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -46,10 +46,12 @@
 //! `http://up/base` + `/` -> `/base/`).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use http::{HeaderValue, Method};
 
 use crate::config::{Access, RouteConfig, ALLOW_ALL_METHODS, PROXIED_METHODS};
+use crate::metrics::RouteStats;
 
 /// A compiled route.
 #[derive(Debug, Clone)]
@@ -64,6 +66,9 @@ pub struct Route {
     /// Position in the configuration; also this route's position in
     /// [`RouteTable::routes`].
     pub index: usize,
+    /// This route's request counters (`/metrics`), built with the table so
+    /// recording never looks a label up.
+    pub stats: Arc<RouteStats>,
 }
 
 /// The outcome of [`RouteTable::find`].
@@ -173,6 +178,7 @@ impl RouteTable {
                 required_scope: required_scope(&config.access),
                 config,
                 index,
+                stats: Arc::default(),
             })
             .collect();
         let mut order: Vec<usize> = (0..routes.len()).collect();
@@ -209,6 +215,20 @@ impl RouteTable {
             routes,
             order,
             levels,
+        }
+    }
+
+    /// Keep counting where `old` left off: every route named like one of
+    /// `old`'s takes over its counters (for a reload).
+    pub fn carry_stats_from(&mut self, old: &RouteTable) {
+        for route in &mut self.routes {
+            if let Some(prev) = old
+                .routes
+                .iter()
+                .find(|r| r.config.name == route.config.name)
+            {
+                route.stats = prev.stats.clone();
+            }
         }
     }
 

@@ -22,7 +22,7 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{invalid_grant, json, require_method, status, OAuth};
+use super::{invalid_grant, json, require_method, status, OAuth, OAuthStats};
 use crate::accounts::store::{self, PasswordChange};
 use crate::accounts::{check_new_password, Password, MAX_PASSWORD_BYTES};
 use crate::body::Body;
@@ -99,6 +99,7 @@ pub async fn change_password(
         PasswordChange::TokenRevoked => return Err(Rejection::InvalidToken),
         PasswordChange::Superseded => return Err(invalid_grant(WRONG_CURRENT)),
     };
+    OAuthStats::add(&oauth.stats.revoked, revoked.len());
     for h in &revoked {
         oauth.tokens.invalidate(h).await;
     }

@@ -41,6 +41,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, TokenConfig};
 use crate::db::DbPool;
 use crate::error::Rejection;
+use crate::metrics::RouteStats;
 use crate::request::RequestCtx;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
@@ -58,6 +59,8 @@ pub struct OAuth {
     pub hasher: Arc<Hasher>,
     pub throttle: Throttle,
     pub stats: OAuthStats,
+    /// Request counters per endpoint, in [`Endpoint::ALL`] order.
+    endpoint_stats: [RouteStats; Endpoint::ALL.len()],
     /// Lifetimes of the tokens issued here.
     pub ttl: TokenConfig,
     /// How long a form body may take to arrive.
@@ -79,11 +82,19 @@ pub struct OAuthStats {
     pub throttled: AtomicU64,
     /// Refresh tokens presented again after rotation (families revoked).
     pub refresh_reuse: AtomicU64,
+    /// Access tokens revoked here: by `/oauth/revoke` (a refresh token
+    /// counts the access tokens of its family), by reuse detection and by
+    /// a password change.
+    pub revoked: AtomicU64,
 }
 
 impl OAuthStats {
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -109,7 +120,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The access log's `route` field.
+    /// Every endpoint (the order of [`OAuth::endpoint_stats`]).
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::Token,
+        Endpoint::Revoke,
+        Endpoint::Introspect,
+        Endpoint::Userinfo,
+        Endpoint::Password,
+        Endpoint::Unknown,
+    ];
+
+    /// The access log's `route` field (and the metrics' `route` label).
     pub fn label(self) -> &'static str {
         match self {
             Endpoint::Token => "oauth:token",
@@ -171,10 +192,20 @@ impl OAuth {
             hasher: Arc::new(Hasher::new(config.login.hash_concurrency)),
             throttle: Throttle::new(config.login.max_failures, config.login.window),
             stats: OAuthStats::default(),
+            endpoint_stats: std::array::from_fn(|_| RouteStats::default()),
             ttl: config.tokens.clone(),
             body_deadline: config.server.request_timeout.min(Duration::from_secs(30)),
             _sweeper: sweeper,
         }
+    }
+
+    /// The request counters of `endpoint`.
+    pub fn endpoint_stats(&self, endpoint: Endpoint) -> &RouteStats {
+        let i = Endpoint::ALL
+            .iter()
+            .position(|e| *e == endpoint)
+            .unwrap_or(Endpoint::ALL.len() - 1);
+        &self.endpoint_stats[i]
     }
 
     /// Answer a request for one of our endpoints. Every answer, success or

@@ -18,7 +18,7 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{require_method, status, OAuth};
+use super::{require_method, status, OAuth, OAuthStats};
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::tokens::{hash, revoke, Kind};
@@ -30,11 +30,14 @@ pub async fn handle(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Bo
     let key = hash(token);
     match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            revoke::revoke_access(&oauth.db, &key).await?;
+            if revoke::revoke_access(&oauth.db, &key).await? {
+                OAuthStats::bump(&oauth.stats.revoked);
+            }
             oauth.tokens.invalidate(&key).await;
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
             let revoked = revoke::revoke_refresh(&oauth.db, &key).await?;
+            OAuthStats::add(&oauth.stats.revoked, revoked.len());
             for h in &revoked {
                 oauth.tokens.invalidate(h).await;
             }

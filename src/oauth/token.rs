@@ -243,6 +243,7 @@ async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rej
         Presented::Invalid => Err(invalid_grant(BAD_REFRESH)),
         Presented::Reused { revoked } => {
             OAuthStats::bump(&oauth.stats.refresh_reuse);
+            OAuthStats::add(&oauth.stats.revoked, revoked.len());
             tracing::warn!(
                 revoked_access_tokens = revoked.len(),
                 "a rotated refresh token was presented again; its family is revoked"

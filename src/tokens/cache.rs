@@ -132,6 +132,29 @@ pub struct Validator {
     outage_grace: Duration,
     epoch: AtomicU64,
     lookups: AtomicU64,
+    counts: Counts,
+}
+
+/// How validations were answered (for metrics).
+#[derive(Debug, Default)]
+struct Counts {
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    misses: AtomicU64,
+    rechecks: AtomicU64,
+}
+
+/// How validations were answered so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheCounts {
+    /// A valid entry answered from memory.
+    pub hits: u64,
+    /// An entry remembered as invalid answered from memory.
+    pub negative_hits: u64,
+    /// No entry: the database was asked.
+    pub misses: u64,
+    /// An entry too old to trust: re-checked against the database.
+    pub rechecks: u64,
 }
 
 /// Why a token was not accepted.
@@ -166,12 +189,24 @@ impl Validator {
             outage_grace: cfg.outage_grace,
             epoch: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
+            counts: Counts::default(),
         }
     }
 
     /// Database lookups made so far (a test hook and a metric).
     pub fn db_lookups(&self) -> u64 {
         self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// How validations were answered so far (a metric).
+    pub fn counts(&self) -> CacheCounts {
+        let c = &self.counts;
+        CacheCounts {
+            hits: c.hits.load(Ordering::Relaxed),
+            negative_hits: c.negative_hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            rechecks: c.rechecks.load(Ordering::Relaxed),
+        }
     }
 
     /// Entries currently cached (approximate; moka applies writes lazily).
@@ -203,12 +238,20 @@ impl Validator {
                     return Err(TokenError::Invalid);
                 }
                 if e.trusted && now.duration_since(e.confirmed) < self.max_staleness {
+                    self.counts.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(e.identity.clone());
                 }
+                self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
                 self.recheck(key, now).await
             }
-            Some(Entry::Invalid) => Err(TokenError::Invalid),
-            None => self.fill(key).await,
+            Some(Entry::Invalid) => {
+                self.counts.negative_hits.fetch_add(1, Ordering::Relaxed);
+                Err(TokenError::Invalid)
+            }
+            None => {
+                self.counts.misses.fetch_add(1, Ordering::Relaxed);
+                self.fill(key).await
+            }
         }
     }
 
