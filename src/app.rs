@@ -37,8 +37,10 @@ pub struct State {
     pub db: DbPool,
     /// Token validation, shared by the gateway and `/oauth/*`.
     pub tokens: Arc<Validator>,
-    pub gateway: Gateway,
-    pub oauth: OAuth,
+    pub gateway: Arc<Gateway>,
+    pub oauth: Arc<OAuth>,
+    /// The admin listener; `/metrics` reads the gateway's and the OAuth
+    /// endpoint's counters through its own references to them.
     pub admin: Admin,
     /// Rows deleted by the cleanup sweep (`tokens::sweep`).
     pub sweep: Arc<SweepStats>,
@@ -57,12 +59,21 @@ impl State {
         let sweep_task = tokio::runtime::Handle::try_current()
             .ok()
             .map(|_| crate::tokens::sweep::spawn(db.clone(), SWEEP_EVERY, sweep.clone()));
+        let gateway = Arc::new(Gateway::new(&config, tokens.clone()));
+        let oauth = Arc::new(OAuth::new(&config, &db, tokens.clone()));
         State {
+            admin: Admin::new(
+                &config,
+                db.clone(),
+                tokens.clone(),
+                gateway.clone(),
+                oauth.clone(),
+                sweep.clone(),
+            ),
             sweep,
             _sweep_task: sweep_task,
-            gateway: Gateway::new(&config, tokens.clone()),
-            oauth: OAuth::new(&config, &db, tokens.clone()),
-            admin: Admin { db: db.clone() },
+            gateway,
+            oauth,
             tokens,
             db,
             config,

@@ -5,9 +5,10 @@
 //! accounts, password hashing) become rejections here, through `From`, so
 //! handlers use `?` and nothing else in the crate decides an error status.
 //!
-//! Descriptions are fixed strings: no client input is ever echoed back, and
-//! internal details (SQL errors, OS errors) go to the log, never to the
-//! client. The status table is in `docs/http.md`.
+//! Descriptions are fixed strings (the admin API's name the field at fault,
+//! e.g. `scopes[1]: no scope has this value`): no client input is ever
+//! echoed back, and internal details (SQL errors, OS errors) go to the log,
+//! never to the client. The status table is in `docs/http.md`.
 
 use std::borrow::Cow;
 
@@ -35,6 +36,19 @@ pub const CHALLENGE: &str = "Bearer realm=\"scopegate\"";
 pub enum Rejection {
     /// Malformed request (path, headers, framing): 400 without a challenge.
     BadRequest(&'static str),
+    /// Admin API: the body or the query is not what the endpoint takes
+    /// (not JSON, not an object, a repeated parameter): 400.
+    InvalidBody(Cow<'static, str>),
+    /// Admin API: a body that is not `application/json`: 415.
+    UnsupportedMediaType,
+    /// Admin API: no account, scope, role or grant with this id or name: 404.
+    UnknownResource(&'static str),
+    /// Admin API: a duplicate (name, value, grant): 409; the description
+    /// names the field.
+    Conflict(&'static str),
+    /// Admin API: a field with an invalid value: 422; the description
+    /// starts with the field's name.
+    InvalidField(Cow<'static, str>),
     /// Malformed Bearer credentials: 400 with `error="invalid_request"`.
     InvalidAuthRequest(&'static str),
     NotFound,
@@ -90,8 +104,11 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         use Rejection::*;
         match self {
-            BadRequest(_) | InvalidAuthRequest(_) => StatusCode::BAD_REQUEST,
-            NotFound => StatusCode::NOT_FOUND,
+            BadRequest(_) | InvalidAuthRequest(_) | InvalidBody(_) => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotFound | UnknownResource(_) => StatusCode::NOT_FOUND,
+            Conflict(_) => StatusCode::CONFLICT,
+            InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             MissingCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -111,7 +128,15 @@ impl Rejection {
         match self {
             BadRequest(d) => ("invalid_request", d),
             InvalidAuthRequest(d) => ("invalid_request", d),
+            InvalidBody(d) => ("invalid_request", d),
+            UnsupportedMediaType => (
+                "unsupported_media_type",
+                "the body must be application/json",
+            ),
             NotFound => ("not_found", "no route matches this request"),
+            UnknownResource(d) => ("not_found", d),
+            Conflict(d) => ("conflict", d),
+            InvalidField(d) => ("invalid_field", d),
             MethodNotAllowed { .. } => ("method_not_allowed", "method not allowed on this route"),
             MissingCredentials => ("unauthorized", "a Bearer token is required"),
             InvalidToken => (
@@ -258,6 +283,61 @@ impl From<HashError> for Rejection {
             },
             other => {
                 tracing::error!(error = %other, "password hashing failed");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
+impl Rejection {
+    /// A store failure as the admin API answers it: 404 for an unknown id,
+    /// 409 for a duplicate, 422 for an invalid value (naming the field),
+    /// and the database or hashing pool failing as everywhere else.
+    pub fn from_admin_store(e: StoreError) -> Rejection {
+        use crate::accounts::InvalidCredential as C;
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Hash(e) => e.into(),
+            StoreError::Invalid(c) => {
+                let field = match c {
+                    C::EmptyUsername | C::UsernameTooLong | C::UsernameCharacters => "username",
+                    C::EmptyPassword | C::PasswordTooLong => "password",
+                };
+                Rejection::InvalidField(format!("{field}: {c}").into())
+            }
+            StoreError::InvalidField { field, message } => {
+                Rejection::InvalidField(format!("{field}: {message}").into())
+            }
+            StoreError::DuplicateAccount(_) => {
+                Rejection::Conflict("username: an account with this username already exists")
+            }
+            StoreError::DuplicateScope(_) => {
+                Rejection::Conflict("value: a scope with this value already exists")
+            }
+            StoreError::DuplicateScopeName(_) => {
+                Rejection::Conflict("name: a scope with this name already exists")
+            }
+            StoreError::DuplicateRole(_) => {
+                Rejection::Conflict("name: a role with this name already exists")
+            }
+            StoreError::AlreadyGranted(_) => Rejection::Conflict("this grant exists already"),
+            StoreError::UnknownAccount(_)
+            | StoreError::UnknownId {
+                kind: "account", ..
+            } => Rejection::UnknownResource("no account has this id"),
+            StoreError::UnknownId { kind: "scope", .. } => {
+                Rejection::UnknownResource("no scope has this id")
+            }
+            StoreError::UnknownId { .. } => Rejection::UnknownResource("no role has this id"),
+            StoreError::NotGranted(_) => Rejection::UnknownResource("no such grant"),
+            StoreError::UnknownScope(_) => {
+                Rejection::InvalidField("scope: no scope has this value".into())
+            }
+            StoreError::UnknownRole(_) => {
+                Rejection::InvalidField("role: no role has this name".into())
+            }
+            StoreError::Random(msg) => {
+                tracing::error!(error = %msg, "admin change failed");
                 Rejection::Internal
             }
         }

@@ -33,10 +33,12 @@
 //!   threads and the admin listener, on [`server`] (hyper-util, limits,
 //!   graceful drain).
 //! - [`proxy`] (the proxy listener's front door), [`admin`] (the admin
-//!   listener), [`oauth`] (the `/oauth/*` endpoints), [`gateway`] (the proxy
+//!   listener: health, metrics, OpenAPI, the admin API), [`oauth`] (the `/oauth/*` endpoints), [`gateway`] (the proxy
 //!   phases).
 //! - [`request`] (the per-request context and the log phase) and [`error`]
 //!   (rejections and their responses).
+//! - [`metrics`] (per-route request counters, recorded by the log phase
+//!   and exported by the admin listener's `/metrics`).
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
@@ -58,6 +60,7 @@ pub mod db;
 pub mod echo;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod oauth;
 pub mod percent;
 pub mod proxy;
