@@ -318,12 +318,7 @@ impl Sources {
             load(&r.failed),
         )?;
         let s = &self.sweep;
-        counter(
-            e,
-            "sweeps",
-            "Cleanup sweeps run.",
-            load(&s.sweeps),
-        )?;
+        counter(e, "sweeps", "Cleanup sweeps run.", load(&s.sweeps))?;
         counter(
             e,
             "sweep_failures",

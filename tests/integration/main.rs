@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod admin;
 mod cli;
 mod dev;
 mod foundation;
@@ -13,10 +14,12 @@ mod gateway;
 mod gateway_cache;
 mod gateway_stream;
 mod layout;
+mod metrics;
 mod oauth;
 mod oauth_endpoints;
 mod oauth_measure;
 mod oauth_races;
 mod oauth_refresh;
+mod openapi;
 mod reload;
 mod sweep;

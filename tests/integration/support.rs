@@ -239,6 +239,8 @@ pub struct Serve {
     pub child: std::process::Child,
     /// The proxy listener's address, from the readiness line.
     pub addr: std::net::SocketAddr,
+    /// The admin listener's address, from the same line.
+    pub admin: std::net::SocketAddr,
     pub config: std::path::PathBuf,
     lines: std::sync::mpsc::Receiver<String>,
     _dir: tempfile::TempDir,
@@ -278,6 +280,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             addr: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
             config,
             lines,
             _dir: dir,
@@ -287,6 +290,8 @@ impl Serve {
         });
         let (_, rest) = line.split_once("scopegate listening proxy=").unwrap();
         serve.addr = rest.split(' ').next().unwrap().parse().unwrap();
+        let (_, rest) = line.split_once(" admin=").unwrap();
+        serve.admin = rest.split(' ').next().unwrap().parse().unwrap();
         serve
     }
 
