@@ -33,19 +33,18 @@
 //!   threads and the admin listener, on [`server`] (hyper-util, limits,
 //!   graceful drain).
 //! - [`proxy`] (the proxy listener's front door), [`admin`] (the admin
-//!   listener: health, metrics, OpenAPI, the admin API), [`oauth`] (the `/oauth/*` endpoints), [`gateway`] (the proxy
-//!   phases).
+//!   listener: health, metrics, OpenAPI, the admin API), [`oauth`] (the
+//!   `/oauth/*` endpoints), [`gateway`] (the proxy phases).
 //! - [`request`] (the per-request context and the log phase) and [`error`]
 //!   (rejections and their responses).
-//! - [`metrics`] (per-route request counters, recorded by the log phase
-//!   and exported by the admin listener's `/metrics`).
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
 //! - [`db`] (pool, migrations, embedded Postgres).
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
 //!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
-//!   (the streaming body type).
+//!   (the streaming body type), [`metrics`] (the per-route request
+//!   counters the log phase records and `/metrics` exports).
 //!
 //! [`echo`] is the demo and test upstream; `testing` (feature `testing`) the
 //! test harness: a throwaway Postgres and a database per test.

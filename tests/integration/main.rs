@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod admin;
+mod admin_effects;
 mod cli;
 mod dev;
 mod foundation;

@@ -181,7 +181,7 @@ async fn metrics_move_as_requests_flow() {
 }
 
 #[tokio::test]
-async fn routes_keep_their_counters_across_a_reload() {
+async fn routes_keep_their_counters_across_a_reload_and_reloads_are_counted() {
     let app = spawn_app(CONFIG).await;
     assert_eq!(send(http().get(app.url("/down"))).await.status, 502);
     let mut config = app.state.config.clone();
@@ -192,6 +192,17 @@ async fn routes_keep_their_counters_across_a_reload() {
         m.get(r#"scopegate_requests_total{route="down",class="5xx"}"#),
         1.0
     );
+    assert_eq!(m.get("scopegate_reloads_total"), 1.0);
+    assert_eq!(m.get("scopegate_reload_failures_total"), 0.0);
+    // The cleanup sweep's counters are there (it runs every minute).
+    for key in [
+        "scopegate_sweeps_total",
+        "scopegate_sweep_failures_total",
+        "scopegate_swept_access_tokens_total",
+        "scopegate_swept_refresh_tokens_total",
+    ] {
+        m.get(key);
+    }
     assert!(
         !m.0.keys().any(|k| k.contains(r#"route="orders""#)),
         "a removed route is no longer exported"
