@@ -174,6 +174,16 @@ async fn account_create_reads_the_password_from_stdin() {
         &cli.run(&["scope", "create", "bad", "has space"], "").await,
         2,
     );
+    // A scope's name is unique too.
+    let out = cli
+        .run(&["scope", "create", "Read orders", "orders:other"], "")
+        .await;
+    assert_exit(&out, 2);
+    assert!(
+        text(&out.stderr).contains("a scope named"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_exit(&cli.run(&["role", "create", "clerk"], "").await, 2);
 }
 
