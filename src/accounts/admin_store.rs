@@ -20,11 +20,12 @@
 use deadpool_postgres::{GenericClient, Pool};
 
 use super::catalog::{role_from, scope_from, Role, Scope, ROLE_COLUMNS, SCOPE_COLUMNS};
+use super::scopes::effective_scope_ids;
 use super::store::{
     account_from, check_optional_name, resolve_roles, resolve_scopes, Account, StoreError,
     ACCOUNT_COLUMNS,
 };
-use crate::tokens::issue::parse_hash_hex;
+use crate::tokens::parse_hash_hex;
 use crate::tokens::TokenHash;
 
 /// One page of a list ordered by id.
@@ -284,37 +285,35 @@ pub async fn revoke_role(pool: &Pool, id: i32, name: &str) -> Result<Vec<TokenHa
     Ok(stripped)
 }
 
-/// Remove from the issued tokens of `accounts` every scope the account no
-/// longer holds (own ∪ roles'). Returns the access tokens that lost one.
-const STRIP_TOKENS: &str = "
-WITH held AS (
-    SELECT x.account_id, x.scope_id FROM account_scopes x WHERE x.account_id = ANY($1)
-    UNION
-    SELECT ar.account_id, rs.scope_id FROM account_roles ar
-      JOIN role_scopes rs ON rs.role_id = ar.role_id
-     WHERE ar.account_id = ANY($1)
-), refresh AS (
-    DELETE FROM refresh_token_scopes rts USING account_refresh_tokens x
-     WHERE x.refresh_token_id = rts.token_id AND x.account_id = ANY($1)
-       AND NOT EXISTS (SELECT 1 FROM held h WHERE h.account_id = x.account_id AND h.scope_id = rts.scope_id)
-), access AS (
+const STRIP_REFRESH: &str = "
+DELETE FROM refresh_token_scopes rts USING account_refresh_tokens x
+ WHERE x.refresh_token_id = rts.token_id AND x.account_id = $1
+   AND NOT (rts.scope_id = ANY($2))";
+
+const STRIP_ACCESS: &str = "
+WITH stripped AS (
     DELETE FROM token_scopes ts USING account_tokens x
-     WHERE x.token_id = ts.token_id AND x.account_id = ANY($1)
-       AND NOT EXISTS (SELECT 1 FROM held h WHERE h.account_id = x.account_id AND h.scope_id = ts.scope_id)
+     WHERE x.token_id = ts.token_id AND x.account_id = $1
+       AND NOT (ts.scope_id = ANY($2))
     RETURNING ts.token_id
 )
-SELECT t.token FROM access_tokens t WHERE t.token_id IN (SELECT token_id FROM access)";
+SELECT t.token FROM access_tokens t WHERE t.token_id IN (SELECT token_id FROM stripped)";
 
+/// Remove from the issued tokens of `accounts` every scope the account no
+/// longer holds ([`effective_scope_ids`]: own ∪ roles'). Returns the access
+/// tokens that lost one.
 async fn strip_tokens<C: GenericClient>(
     client: &C,
     accounts: &[i32],
 ) -> Result<Vec<TokenHash>, StoreError> {
-    if accounts.is_empty() {
-        return Ok(Vec::new());
+    let mut stripped = Vec::new();
+    for &account in accounts {
+        let held = effective_scope_ids(client, account).await?;
+        client.execute(STRIP_REFRESH, &[&account, &held]).await?;
+        let rows = client.query(STRIP_ACCESS, &[&account, &held]).await?;
+        stripped.extend(token_hashes(&rows));
     }
-    Ok(token_hashes(
-        &client.query(STRIP_TOKENS, &[&accounts]).await?,
-    ))
+    Ok(stripped)
 }
 
 // ---------------------------------------------------------------------------
