@@ -29,6 +29,7 @@ use super::Limits;
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::request::{RequestCtx, X_REQUEST_ID};
+use crate::server::Conn;
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
@@ -226,6 +227,7 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
+    _conn: &Conn,
     ctx: &RequestCtx<'_>,
     route: &Route,
     path: &str,

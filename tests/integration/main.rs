@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod cli;
 mod dev;
+mod edge;
 mod foundation;
 mod front_door;
 mod gateway;

@@ -1,0 +1,170 @@
+//! The listener and the forward phase against hostile clients
+//! (`docs/http.md`, "Connections", "Host", "Forwarding"): connections that
+//! never speak, one `max_connections` for the process (WebSocket tunnels
+//! included), Host checks, the client's own body errors, `SIGHUP`.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::{raw, read_one, read_until_closed, spawn_app};
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "everything"
+path = "/"
+upstream = "UPSTREAM"
+public = true
+"#;
+
+fn with_server(server: &str) -> String {
+    format!("[server]\n{server}\n{ROUTES}")
+}
+
+/// How late a timeout may fire on a loaded 2-core machine.
+const MARGIN: Duration = Duration::from_secs(2);
+
+/// Silent sockets, partial HTTP/2 prefaces and a preface followed by
+/// nothing are all closed once `header_read_timeout` passes, so they
+/// cannot hold `max_connections`: with exactly as many places as silent
+/// sockets, a real request waits for them and then gets through.
+#[tokio::test]
+async fn silent_sockets_and_partial_prefaces_are_closed_at_the_header_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let n = 8;
+    let app = spawn_app(&with_server(&format!(
+        "header_read_timeout_secs = 1\nmax_connections = {}",
+        3 * n
+    )))
+    .await;
+    let start = Instant::now();
+    let mut socks = Vec::new();
+    for i in 0..3 * n {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
+            _ => s
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap(),
+        }
+        socks.push(s);
+    }
+    // Every place is taken: this request waits for one.
+    let real = tokio::spawn(async move {
+        let r = raw(
+            app.addr,
+            b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        (r.status, app)
+    });
+    let closed = join_all(socks.iter_mut().map(|s| async {
+        let (_, closed) = read_until_closed(s, 10 * timeout).await;
+        (closed, start.elapsed())
+    }))
+    .await;
+    for (i, (closed, took)) in closed.into_iter().enumerate() {
+        assert!(closed, "socket {i} was never closed");
+        assert!(
+            took >= timeout * 9 / 10,
+            "socket {i} closed early: {took:?}"
+        );
+        // A complete preface then silence gets one more period for the
+        // goodbye (GOAWAY).
+        assert!(
+            took < 2 * timeout + MARGIN,
+            "socket {i} closed late: {took:?}"
+        );
+    }
+    let (status, _app) = tokio::time::timeout(2 * timeout + MARGIN, real)
+        .await
+        .expect("the real request never got through")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// An HTTP/2 connection whose streams are all done is closed (GOAWAY) once
+/// it has been idle for `header_read_timeout`.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let timeout = Duration::from_secs(1);
+    let app = spawn_app(&with_server("header_read_timeout_secs = 1")).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/x", app.addr))
+        .body(())
+        .unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(2 * timeout + MARGIN, driver).await;
+    let took = idle.elapsed();
+    assert!(ended.is_ok(), "the idle connection was not closed");
+    assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
+    // The client was still willing: it had not dropped its handle.
+    drop(client);
+}
+
+/// Open a keep-alive connection and have one request answered on it.
+async fn answered_keep_alive(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s).await.status, 200);
+    s
+}
+
+/// `max_connections` counts the connections of every proxy thread: with
+/// four places taken, further connections are accepted by the kernel but
+/// not served until one of the four closes (backpressure, not an error).
+#[tokio::test]
+async fn max_connections_is_one_limit_for_the_process() {
+    let app = spawn_app(&with_server(
+        "max_connections = 4\nheader_read_timeout_secs = 30",
+    ))
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(answered_keep_alive(app.addr).await);
+    }
+    // Whichever proxy thread the kernel gives them to, none is served.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        waiting.push(s);
+    }
+    let answered = join_all(waiting.iter_mut().map(|s| async {
+        tokio::time::timeout(Duration::from_millis(500), read_one(s))
+            .await
+            .is_ok()
+    }))
+    .await;
+    assert_eq!(answered, [false; 4], "served past max_connections");
+    // One place frees: the waiting connections are served one after the
+    // other (each closes after its answer).
+    drop(open.pop());
+    let answers = join_all(waiting.iter_mut().map(|s| async {
+        tokio::time::timeout(Duration::from_secs(10), read_one(s))
+            .await
+            .map(|r| r.status)
+    }))
+    .await;
+    for a in answers {
+        assert_eq!(a.expect("a waiting connection was never served"), 200);
+    }
+}
