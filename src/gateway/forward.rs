@@ -22,10 +22,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::route::Route;
-use super::Limits;
+use super::{tunnel, Limits};
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::request::{RequestCtx, X_REQUEST_ID};
@@ -227,7 +227,7 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
-    _conn: &Conn,
+    conn: &Conn,
     ctx: &RequestCtx<'_>,
     route: &Route,
     path: &str,
@@ -287,12 +287,13 @@ pub async fn forward(
             return Err(Rejection::BadGateway);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut res);
+        let hold = conn.hold();
+        let idle = limits.request_timeout;
         tokio::spawn(async move {
             let (Ok(down), Ok(up)) = tokio::join!(client_upgrade, upstream_upgrade) else {
                 return;
             };
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+            tunnel::run(down, up, idle, hold).await;
         });
         let (mut parts, _) = res.into_parts();
         let upgrade = parts.headers.get(header::UPGRADE).cloned();

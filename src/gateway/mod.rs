@@ -19,6 +19,7 @@ mod explain;
 pub mod forward;
 pub mod normalize;
 pub mod route;
+mod tunnel;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -168,3 +168,69 @@ async fn max_connections_is_one_limit_for_the_process() {
         assert_eq!(a.expect("a waiting connection was never served"), 200);
     }
 }
+
+/// A WebSocket tunnel keeps its connection's place for as long as it is
+/// open, and is closed after `request_timeout_secs` without traffic in
+/// either direction; traffic keeps it open.
+#[tokio::test]
+async fn websocket_tunnels_count_against_max_connections_and_idle_out() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let idle = Duration::from_secs(2);
+    let app = spawn_app(&with_server(
+        "max_connections = 4\nheader_read_timeout_secs = 30\nrequest_timeout_secs = 2",
+    ))
+    .await;
+    let url = format!("ws://{}/ws", app.addr);
+    let addr = app.addr;
+    let open = move |url: String| async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+        ws
+    };
+    let start = Instant::now();
+    let mut tunnels = Vec::new();
+    for _ in 0..4 {
+        tunnels.push(open(url.clone()).await);
+    }
+    // A fifth tunnel waits for a place.
+    let fifth = tokio::spawn(open(url.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !fifth.is_finished(),
+        "a fifth tunnel opened past max_connections"
+    );
+    // One tunnel talks every 400 ms and stays open; the three others idle
+    // out after `idle`, and the fifth gets a place.
+    let mut busy = tunnels.pop().unwrap();
+    let talker = tokio::spawn(async move {
+        let until = Instant::now() + idle + Duration::from_secs(1);
+        while Instant::now() < until {
+            busy.send(Message::text("ping")).await.unwrap();
+            assert_eq!(busy.next().await.unwrap().unwrap(), Message::text("ping"));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        busy
+    });
+    for mut ws in tunnels {
+        let end = tokio::time::timeout(idle + MARGIN, ws.next()).await;
+        let took = start.elapsed();
+        match end {
+            Ok(None) | Ok(Some(Err(_))) => {}
+            Ok(Some(Ok(m))) if m.is_close() => {}
+            other => panic!("an idle tunnel was not closed: {other:?}"),
+        }
+        assert!(took >= idle * 9 / 10, "closed early: {took:?}");
+    }
+    let fifth = tokio::time::timeout(idle + MARGIN, fifth)
+        .await
+        .expect("the fifth tunnel never got a place")
+        .unwrap();
+    let mut busy = talker.await.unwrap();
+    // Past the idle timeout, the talking tunnel is still open.
+    busy.send(Message::text("still")).await.unwrap();
+    assert_eq!(busy.next().await.unwrap().unwrap(), Message::text("still"));
+    drop(fifth);
+}
