@@ -12,7 +12,9 @@
 //!   (not even `Connection: X-Authenticated-Scope`) can remove or replace them;
 //! - `Authorization` is dropped unless the route sets `forward_authorization`;
 //! - `Host` becomes the upstream's authority (nginx's default); the client's
-//!   host travels in `X-Forwarded-Host` and `Forwarded`.
+//!   host travels in `X-Forwarded-Host` and `Forwarded`;
+//! - HTTP/2 cookie crumbs (several `cookie` fields) are joined into one
+//!   `Cookie` with `"; "` (RFC 9113 §8.2.3), as an HTTP/1.1 upstream expects.
 
 use std::time::Duration;
 
@@ -221,6 +223,25 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Join HTTP/2 cookie crumbs into one field (RFC 9113 §8.2.3). Allocates
+/// only when there is more than one.
+fn join_cookies(h: &mut HeaderMap) {
+    let mut crumbs = h.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, crumb) in h.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// The forward phase: send `req` to `route`'s upstream at `path` (the
 /// normalized path as the upstream should see it: prefix stripped, base
 /// path prepended) and return the upstream's response, streaming.
@@ -235,6 +256,8 @@ pub async fn forward(
 ) -> Result<Response<Body>, Rejection> {
     let websocket = is_websocket_upgrade(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    // The route phase has checked it: a valid host, and on HTTP/2 the same
+    // as `:authority` when both are sent.
     let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
@@ -249,6 +272,7 @@ pub async fn forward(
     if !route.config.forward_authorization {
         parts.headers.remove(header::AUTHORIZATION);
     }
+    join_cookies(&mut parts.headers);
     set_gateway_headers(&mut parts.headers, ctx, client_host);
     parts.headers.remove(header::HOST);
     if websocket {

@@ -9,7 +9,9 @@ use futures_util::future::join_all;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{raw, read_one, read_until_closed, spawn_app};
+use crate::support::{
+    raw, read_one, read_until_closed, recorder, spawn_app, spawn_app_to, Recorded, Recorder,
+};
 
 const ROUTES: &str = r#"
 [[routes]]
@@ -25,6 +27,19 @@ fn with_server(server: &str) -> String {
 
 /// How late a timeout may fire on a loaded 2-core machine.
 const MARGIN: Duration = Duration::from_secs(2);
+
+/// Wait (bounded) until the recorder has finished reading `n` requests.
+async fn settled(rec: &Recorder, n: usize) -> Vec<Recorded> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = rec.seen();
+        if seen.len() >= n && seen.iter().all(|r| r.body_complete.is_some()) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "the upstream saw {seen:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 /// Silent sockets, partial HTTP/2 prefaces and a preface followed by
 /// nothing are all closed once `header_read_timeout` passes, so they
@@ -233,4 +248,79 @@ async fn websocket_tunnels_count_against_max_connections_and_idle_out() {
     busy.send(Message::text("still")).await.unwrap();
     assert_eq!(busy.next().await.unwrap().unwrap(), Message::text("still"));
     drop(fifth);
+}
+
+/// Host checks (RFC 9112 §3.2, RFC 9110 §7.2): a 400 and nothing reaches
+/// the upstream, so an invalid value never travels in `X-Forwarded-Host`.
+#[tokio::test]
+async fn missing_and_invalid_hosts_are_400_and_never_forwarded() {
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server(""), rec.addr).await;
+    for (what, head) in [
+        ("no Host on HTTP/1.1", "GET /x HTTP/1.1\r\n"),
+        ("userinfo", "GET /x HTTP/1.1\r\nHost: a@b\r\n"),
+        ("space", "GET /x HTTP/1.1\r\nHost: a b\r\n"),
+        ("empty", "GET /x HTTP/1.1\r\nHost: \r\n"),
+        ("port too large", "GET /x HTTP/1.1\r\nHost: a:99999\r\n"),
+        ("port not a number", "GET /x HTTP/1.1\r\nHost: a:x\r\n"),
+        ("empty port", "GET /x HTTP/1.1\r\nHost: a:\r\n"),
+        ("path in host", "GET /x HTTP/1.1\r\nHost: a/b\r\n"),
+    ] {
+        let r = raw(
+            app.addr,
+            format!("{head}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{what}");
+        assert_eq!(r.json()["error"], "invalid_request", "{what}");
+    }
+    assert!(rec.seen().is_empty(), "{:?}", rec.seen());
+    // HTTP/1.0 may omit Host; a valid one is forwarded as X-Forwarded-Host.
+    let r = raw(app.addr, b"GET /x HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+    let r = raw(
+        app.addr,
+        b"GET /x HTTP/1.1\r\nHost: api.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = settled(&rec, 2).await;
+    assert!(seen[0].header("x-forwarded-host").is_empty());
+    assert_eq!(seen[1].header("x-forwarded-host"), ["api.example:8080"]);
+}
+
+/// An HTTP/2 request whose `host` header disagrees with `:authority` is
+/// malformed (RFC 9113 §8.3.1); cookie crumbs are joined into one
+/// `Cookie` for the HTTP/1.1 upstream (RFC 9113 §8.2.3).
+#[tokio::test]
+async fn http2_authority_must_match_host_and_cookies_are_joined() {
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server(""), rec.addr).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let send = |req: http::Request<()>| {
+        let mut client = client.clone();
+        async move {
+            let (res, _) = client.send_request(req, true).unwrap();
+            res.await.unwrap().status()
+        }
+    };
+    let req = http::Request::get("http://a.example/x")
+        .header("host", "evil.example")
+        .body(())
+        .unwrap();
+    assert_eq!(send(req).await, 400);
+    let req = http::Request::get("http://a.example/x")
+        .header("host", "A.example")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(())
+        .unwrap();
+    assert_eq!(send(req).await, 200);
+    let seen = settled(&rec, 1).await;
+    assert_eq!(seen.len(), 1, "the mismatched request was forwarded");
+    assert_eq!(seen[0].header("cookie"), ["a=1; b=2; c=3"]);
+    assert_eq!(seen[0].header("x-forwarded-host"), ["A.example"]);
 }
