@@ -15,13 +15,21 @@
 //!   host travels in `X-Forwarded-Host` and `Forwarded`;
 //! - HTTP/2 cookie crumbs (several `cookie` fields) are joined into one
 //!   `Cookie` with `"; "` (RFC 9113 §8.2.3), as an HTTP/1.1 upstream expects.
+//!
+//! Errors are told apart by whose they are: the client's request body
+//! (bad chunked framing, a reset, over `max_body_bytes`) is 400 or 413 and
+//! logged at debug; only the upstream's own failures are 502 and warned
+//! about.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -211,16 +219,68 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, R
         .map_err(|_| Rejection::BadRequest("the request target cannot be forwarded"))
 }
 
-/// Does this error (or one of its causes) come from the body size limit?
-fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The client's request body on its way upstream: cut off before a frame
+/// that would pass `max_body_bytes` (so the upstream never receives a byte
+/// past it), and its errors tagged as the client's.
+struct ClientBody {
+    inner: Incoming,
+    remaining: u64,
+}
+
+/// The client's request body failed; the upstream is not at fault.
+#[derive(Debug, thiserror::Error)]
+enum ClientBodyError {
+    #[error("the request body is over the limit")]
+    TooLarge,
+    #[error("the request body is malformed or incomplete: {0}")]
+    Malformed(#[source] hyper::Error),
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge))));
+                    }
+                    self.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError::Malformed(e)))))
+            }
+            other => other.map_err(|e| -> crate::body::BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client body error among this error's causes, if any.
+fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(b) = err.downcast_ref::<ClientBodyError>() {
+            return Some(b);
         }
         cur = err.source();
     }
-    false
+    None
 }
 
 /// Join HTTP/2 cookie crumbs into one field (RFC 9113 §8.2.3). Allocates
@@ -286,8 +346,11 @@ pub async fn forward(
     parts.uri = uri;
     // Upstreams speak HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
-    let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body: Body = Limited::new(body, limit).boxed_unsync();
+    let body: Body = ClientBody {
+        inner: body,
+        remaining: limits.max_body_bytes,
+    }
+    .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
     // One timer per request: the route's deadline, capped by the server's.
@@ -296,8 +359,13 @@ pub async fn forward(
     let mut res = match sent {
         Err(_) => return Err(Rejection::GatewayTimeout),
         Ok(Err(e)) => {
-            if is_length_limit(&e) {
-                return Err(Rejection::PayloadTooLarge);
+            match client_body_error(&e) {
+                Some(ClientBodyError::TooLarge) => return Err(Rejection::PayloadTooLarge),
+                Some(ClientBodyError::Malformed(cause)) => {
+                    tracing::debug!(route = %route.config.name, error = %cause, "bad request body");
+                    return Err(Rejection::BadRequest("malformed request body"));
+                }
+                None => {}
             }
             tracing::warn!(route = %route.config.name, error = %e, "upstream request failed");
             return Err(Rejection::BadGateway);

@@ -324,3 +324,46 @@ async fn http2_authority_must_match_host_and_cookies_are_joined() {
     assert_eq!(seen[0].header("cookie"), ["a=1; b=2; c=3"]);
     assert_eq!(seen[0].header("x-forwarded-host"), ["A.example"]);
 }
+
+/// Bad chunked framing from the client is the client's error: 400 (413
+/// past `max_body_bytes`), not a 502, and the upstream never receives a
+/// byte past the limit.
+#[tokio::test]
+async fn a_clients_bad_body_is_400_or_413_never_502() {
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server("max_body_bytes = 1024"), rec.addr).await;
+    for (what, body) in [
+        ("chunk size Z", &b"Z\r\nhello\r\n0\r\n\r\n"[..]),
+        ("bare LF after the size", b"5\nhello\r\n0\r\n\r\n"),
+        ("bare LF after the data", b"5\r\nhello\n0\r\n\r\n"),
+        ("size overflow", b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+    ] {
+        let mut req = b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(body);
+        let r = raw(app.addr, &req).await;
+        assert_eq!(r.status, 400, "{what}");
+        assert_eq!(r.json()["error"], "invalid_request", "{what}");
+    }
+    // Over the limit, streamed: 1000 bytes pass, the next chunk would not.
+    let mut req = b"POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        req.extend_from_slice(b"3e8\r\n");
+        req.extend_from_slice(&[b'x'; 1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = raw(app.addr, &req).await;
+    assert_eq!(r.status, 413);
+    for seen in rec.seen() {
+        assert!(seen.body_bytes <= 1024, "{seen:?}");
+        assert_ne!(seen.body_complete, Some(true), "{seen:?}");
+    }
+    // The upstream is fine: the next request goes through.
+    let r = raw(
+        app.addr,
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_length"], 5);
+}
