@@ -122,11 +122,13 @@ async fn an_idle_http2_connection_is_closed() {
         let chunk = chunk.unwrap();
         let _ = body.flow_control().release_capacity(chunk.len());
     }
+    // The server's idle period began a little before the client has read
+    // the whole answer, so the lower bound has slack for that.
     let idle = Instant::now();
     let ended = tokio::time::timeout(2 * timeout + MARGIN, driver).await;
     let took = idle.elapsed();
     assert!(ended.is_ok(), "the idle connection was not closed");
-    assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
+    assert!(took >= timeout / 2, "closed early: {took:?}");
     // The client was still willing: it had not dropped its handle.
     drop(client);
 }

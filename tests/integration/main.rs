@@ -5,6 +5,8 @@
 mod support;
 
 mod accounts;
+mod attacks_framing;
+mod attacks_h2;
 mod cli;
 mod dev;
 mod edge;
