@@ -173,7 +173,12 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Set the gateway's own forwarding and identity headers.
 fn set_gateway_headers(h: &mut HeaderMap, ctx: &RequestCtx<'_>, client_host: Option<HeaderValue>) {
-    let (xff, for_part) = peer_values(ctx.peer.ip());
+    let (xff, for_part) = peer_values(ctx.client);
+    // Behind a trusted proxy its chain is extended with the peer;
+    // otherwise whatever the client claimed was removed and the client
+    // address stands alone.
+    let xff =
+        super::forwarded::extended_chain(ctx.forwarded_for.as_ref(), ctx.peer.ip()).unwrap_or(xff);
     h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let mut forwarded = String::with_capacity(for_part.len() + 64);

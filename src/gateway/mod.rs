@@ -17,6 +17,7 @@
 pub mod authorize;
 mod explain;
 pub mod forward;
+pub mod forwarded;
 pub mod normalize;
 pub mod route;
 mod tunnel;
