@@ -252,6 +252,45 @@ async fn websocket_tunnels_count_against_max_connections_and_idle_out() {
     drop(fifth);
 }
 
+/// At shutdown a tunnel is in flight like a request: it goes on during
+/// `shutdown_grace_secs`, and is closed when the grace period is over.
+#[tokio::test]
+async fn websocket_tunnels_drain_at_shutdown() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let grace = Duration::from_secs(1);
+    let app = spawn_app(&with_server("shutdown_grace_secs = 1")).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    let start = Instant::now();
+    app._stop.send(true).unwrap();
+    // Draining: new connections are no longer accepted...
+    let deadline = Instant::now() + MARGIN;
+    while TcpStream::connect(app.addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...but the tunnel still carries traffic within the grace period.
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("during"));
+    assert!(start.elapsed() < grace, "too slow to tell");
+    let end = tokio::time::timeout(grace + MARGIN, ws.next()).await;
+    let took = start.elapsed();
+    match end {
+        Ok(None) | Ok(Some(Err(_))) => {}
+        Ok(Some(Ok(m))) if m.is_close() => {}
+        other => panic!("the tunnel outlived the grace period: {other:?}"),
+    }
+    assert!(
+        took >= grace * 9 / 10,
+        "closed before the grace period: {took:?}"
+    );
+}
+
 /// Host checks (RFC 9112 §3.2, RFC 9110 §7.2): a 400 and nothing reaches
 /// the upstream, so an invalid value never travels in `X-Forwarded-Host`.
 #[tokio::test]
