@@ -86,6 +86,7 @@ impl State {
             || s.0.header_read_timeout != s.1.header_read_timeout
             || s.0.max_connections != s.1.max_connections
             || s.0.shutdown_grace != s.1.shutdown_grace
+            || s.0.trusted_proxies != s.1.trusted_proxies
         {
             pending.push("server (listeners and connection limits)");
         }

@@ -26,10 +26,10 @@ pub async fn handle(
     conn: Conn,
 ) -> Response<Body> {
     let mut ctx = RequestCtx::new(&req, conn.peer);
-    // No peer is a trusted proxy until the configuration names them
-    // (`server.trusted_proxies`): the client is the peer.
     (ctx.client, ctx.forwarded_for) =
-        gateway::forwarded::client_address(conn.peer.ip(), req.headers(), |_| false);
+        gateway::forwarded::client_address(conn.peer.ip(), req.headers(), |ip| {
+            gateway.is_trusted_proxy(ip)
+        });
     // The routes and limits this request is decided and logged with, even
     // if a reload swaps them meanwhile.
     let policy = gateway.policy();

@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Version};
 
-use crate::config::{Config, ServerConfig, ALLOW_ALL_METHODS};
+use crate::config::{Cidr, Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
@@ -85,6 +85,8 @@ pub struct Gateway {
     pub tokens: Arc<Validator>,
     /// Reloads applied and refused, for metrics.
     pub reloads: ReloadStats,
+    /// `server.trusted_proxies`, as the process started with them.
+    trusted_proxies: Vec<Cidr>,
 }
 
 /// Counters of configuration reloads.
@@ -100,7 +102,14 @@ impl Gateway {
             policy: ArcSwap::from_pointee(Policy::from_config(config)),
             tokens,
             reloads: ReloadStats::default(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
         }
+    }
+
+    /// Is `peer` a trusted proxy, whose `X-Forwarded-For` names the client
+    /// ([`forwarded`](mod@forwarded))?
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
 
     /// The current policy (cheap: no lock, no allocation).

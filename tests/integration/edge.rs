@@ -408,3 +408,90 @@ async fn a_clients_bad_body_is_400_or_413_never_502() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_length"], 5);
 }
+
+/// A password login for `username` from a client that claims `xff`.
+async fn login_via(app: &crate::support::TestApp, xff: &str, username: &str) -> u16 {
+    let form = format!("grant_type=password&username={username}&password=wrong");
+    let req = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Forwarded-For: {xff}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    raw(app.addr, req.as_bytes()).await.status
+}
+
+/// From a peer that is not a trusted proxy, `X-Forwarded-For` is a lie:
+/// the upstream is told the peer, and the login throttle counts the peer.
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let rec = recorder().await;
+    let app = spawn_app_to(
+        &format!(
+            "[login]\nmax_failures = 3\n{}",
+            with_server("trusted_proxies = [\"10.0.0.0/8\"]")
+        ),
+        rec.addr,
+    )
+    .await;
+    let r = raw(
+        app.addr,
+        b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = settled(&rec, 1).await;
+    assert_eq!(seen[0].header("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        seen[0].header("forwarded"),
+        ["for=127.0.0.1;proto=http;host=\"t\""]
+    );
+    // Three failures from "three clients" are three failures of one peer.
+    for (i, xff) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(login_via(&app, xff, &format!("u{i}")).await, 400);
+    }
+    assert_eq!(login_via(&app, "203.0.113.4", "u4").await, 429);
+}
+
+/// From a trusted proxy, the client is the right-most `X-Forwarded-For`
+/// entry that is not itself trusted: the upstream's `X-Forwarded-For`
+/// extends the chain with the peer, `Forwarded` names the client, and the
+/// login throttle counts each client on its own.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_right_most_untrusted_entry_is_the_client() {
+    let rec = recorder().await;
+    let app = spawn_app_to(
+        &format!(
+            "[login]\nmax_failures = 3\n{}",
+            with_server("trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]")
+        ),
+        rec.addr,
+    )
+    .await;
+    let r = raw(
+        app.addr,
+        b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+          X-Forwarded-For: 6.6.6.6, 203.0.113.9\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = settled(&rec, 1).await;
+    assert_eq!(
+        seen[0].header("x-forwarded-for"),
+        ["6.6.6.6, 203.0.113.9, 10.1.2.3, 127.0.0.1"]
+    );
+    assert_eq!(
+        seen[0].header("forwarded"),
+        ["for=203.0.113.9;proto=http;host=\"t\""]
+    );
+    // Client A uses up its failures; client B, behind the same proxy, and
+    // a forged entry left of B's address, do not share them.
+    for i in 0..3 {
+        assert_eq!(login_via(&app, "203.0.113.1", &format!("a{i}")).await, 400);
+    }
+    assert_eq!(login_via(&app, "203.0.113.1", "a3").await, 429);
+    assert_eq!(login_via(&app, "203.0.113.1, 203.0.113.2", "b0").await, 400);
+    assert_eq!(login_via(&app, "203.0.113.2", "b1").await, 400);
+}
