@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 
 use crate::admin::Admin;
 use crate::body::Body;
@@ -26,7 +27,7 @@ use crate::db::DbPool;
 use crate::gateway::forward::UpstreamClient;
 use crate::gateway::Gateway;
 use crate::oauth::OAuth;
-use crate::server::{self, Handler, Limits};
+use crate::server::{self, Conn, Handler, Limits};
 use crate::tokens::cache::Validator;
 use crate::tokens::sweep::{SweepStats, SweepTask};
 
@@ -96,6 +97,7 @@ impl State {
             || s.0.header_read_timeout != s.1.header_read_timeout
             || s.0.max_connections != s.1.max_connections
             || s.0.shutdown_grace != s.1.shutdown_grace
+            || s.0.trusted_proxies != s.1.trusted_proxies
         {
             pending.push("server (listeners and connection limits)");
         }
@@ -182,14 +184,18 @@ impl App {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
+        // One `max_connections` for the whole proxy listener, whichever
+        // thread the kernel hands a connection to.
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
         let mut threads = Vec::with_capacity(self.proxy.len());
         for (i, listener) in self.proxy.into_iter().enumerate() {
             let state = self.state.clone();
             let limits = limits.clone();
+            let permits = permits.clone();
             let stop = wait();
             let spawned = std::thread::Builder::new()
                 .name(format!("scopegate-proxy-{i}"))
-                .spawn(move || proxy_thread(listener, state, limits, stop));
+                .spawn(move || proxy_thread(listener, state, limits, permits, stop));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => tracing::error!(error = %e, "cannot start a proxy thread"),
@@ -229,6 +235,7 @@ fn proxy_thread(
     listener: std::net::TcpListener,
     state: Arc<State>,
     limits: Limits,
+    permits: Arc<Semaphore>,
     stop: impl Future<Output = ()>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -248,7 +255,7 @@ fn proxy_thread(
                     state,
                     upstream: crate::gateway::forward::client(),
                 });
-                server::serve(l, front, limits, stop).await;
+                server::serve_shared(l, front, limits, permits, stop).await;
             }
             Err(e) => tracing::error!(error = %e, "cannot serve a proxy listener"),
         }
@@ -263,9 +270,9 @@ struct ProxyFront {
 }
 
 impl Handler for ProxyFront {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
         let s = &self.state;
-        crate::proxy::handle(&s.gateway, &s.oauth, &self.upstream, req, peer).await
+        crate::proxy::handle(&s.gateway, &s.oauth, &self.upstream, req, conn).await
     }
 }
 
@@ -275,7 +282,7 @@ struct AdminFront {
 }
 
 impl Handler for AdminFront {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Conn) -> Response<Body> {
         self.state.admin.handle(req).await
     }
 }

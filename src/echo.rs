@@ -11,7 +11,6 @@
 //! The request body is consumed as a stream and only counted.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ impl Handler for Echo {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _peer: SocketAddr,
+        _conn: crate::server::Conn,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         respond(req)
     }

@@ -5,8 +5,6 @@
 //! `route -> authenticate -> authorize -> forward`. The `log` phase ends
 //! every request, whoever answered it.
 
-use std::net::SocketAddr;
-
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -17,6 +15,7 @@ use crate::gateway::route::forwarded_path;
 use crate::gateway::{self, Gateway, Policy};
 use crate::oauth::{self, OAuth};
 use crate::request::{self, RequestCtx};
+use crate::server::Conn;
 
 /// Answer one request on the proxy listener.
 pub async fn handle(
@@ -24,13 +23,17 @@ pub async fn handle(
     oauth: &OAuth,
     upstream: &UpstreamClient,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> Response<Body> {
-    let mut ctx = RequestCtx::new(&req, peer, &gateway.unrouted);
+    let mut ctx = RequestCtx::new(&req, conn.peer, &gateway.unrouted);
+    (ctx.client, ctx.forwarded_for) =
+        gateway::forwarded::client_address(conn.peer.ip(), req.headers(), |ip| {
+            gateway.is_trusted_proxy(ip)
+        });
     // The routes and limits this request is decided and logged with, even
     // if a reload swaps them meanwhile.
     let policy = gateway.policy();
-    let mut response = match phases(gateway, oauth, upstream, &policy, req, &mut ctx).await {
+    let mut response = match phases(gateway, oauth, upstream, &policy, req, &conn, &mut ctx).await {
         Ok(r) => r,
         Err(rejection) => rejection.into_response(),
     };
@@ -44,6 +47,7 @@ async fn phases<'r>(
     upstream: &UpstreamClient,
     policy: &'r Policy,
     req: Request<Incoming>,
+    conn: &Conn,
     ctx: &mut RequestCtx<'r>,
 ) -> Result<Response<Body>, Rejection> {
     gateway::check_request(&req, &policy.limits)?;
@@ -59,5 +63,14 @@ async fn phases<'r>(
     ctx.identity = gateway::authenticate(&gateway.tokens, &req, route).await?;
     gateway::authorize(ctx.identity.as_deref(), route)?;
     let upstream_path = forwarded_path(route, &path).into_owned();
-    forward::forward(upstream, req, ctx, route, &upstream_path, &policy.limits).await
+    forward::forward(
+        upstream,
+        req,
+        conn,
+        ctx,
+        route,
+        &upstream_path,
+        &policy.limits,
+    )
+    .await
 }

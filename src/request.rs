@@ -8,7 +8,7 @@
 //! to the client and writes the one access-log line, so every answer looks
 //! the same in the log whoever produced it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +28,13 @@ pub struct RequestCtx<'a> {
     pub start: Instant,
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The client: the peer, or behind a trusted proxy the address it
+    /// vouches for ([`crate::gateway::forwarded`]). What `/oauth/*`
+    /// throttles on and what the upstream is told.
+    pub client: IpAddr,
+    /// The `X-Forwarded-For` chain a trusted proxy sent (extended, not
+    /// replaced, when forwarding); `None` from any other peer.
+    pub forwarded_for: Option<HeaderValue>,
     pub method: Method,
     /// The client's `X-Request-Id` when it is sane, else a new one; sent
     /// upstream and echoed to the client.
@@ -47,6 +54,8 @@ impl<'a> RequestCtx<'a> {
         RequestCtx {
             start: Instant::now(),
             peer,
+            client: peer.ip(),
+            forwarded_for: None,
             method: req.method().clone(),
             request_id: req
                 .headers()

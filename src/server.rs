@@ -1,29 +1,40 @@
 //! The HTTP listener shared by the proxy, the admin API and `echo`:
 //! hyper-util's `auto::Builder` (HTTP/1.1 and h2c on one port), with the
 //! limits of `docs/configuration.md` (`[server]`) applied at the connection
-//! level:
+//! level (`docs/http.md`, "Connections"):
 //!
 //! - header section larger than `max_header_bytes` -> 431 (hyper answers it);
+//! - a connection with no request in progress is closed once it has been
+//!   idle for `header_read_timeout`: before the first request (silent
+//!   sockets, a partial HTTP/2 preface: protocol detection is not covered by
+//!   hyper's own header timer), between HTTP/1.1 keep-alive requests, and an
+//!   HTTP/2 connection without open streams (GOAWAY, RFC 9113 §6.8);
 //! - headers not complete within `header_read_timeout` -> connection closed
 //!   (slowloris; hyper needs a timer for this, or it is silently off);
-//! - at most `max_connections` open connections: beyond it we stop
-//!   accepting (backpressure in the kernel's backlog) instead of failing;
-//! - HTTP/2: bounded header list and concurrent streams;
-//! - graceful shutdown: stop accepting, let in-flight requests finish for up
-//!   to `shutdown_grace`, then close what is left.
+//! - at most `max_connections` connections served at once, counted across
+//!   every accept loop that shares one [`Semaphore`] (the proxy threads do):
+//!   beyond it an accepted connection waits for a place (backpressure)
+//!   instead of failing. A connection's place is a [`Hold`]: a WebSocket
+//!   tunnel keeps it after the upgrade;
+//! - HTTP/2: bounded header list and concurrent streams, keep-alive pings;
+//! - graceful shutdown: stop accepting, let in-flight requests (and
+//!   tunnels) finish for up to `shutdown_grace`, then close what is left.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 
@@ -33,7 +44,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: Conn,
     ) -> impl Future<Output = Response<Body>> + Send + 'static;
 }
 
@@ -62,6 +73,14 @@ impl Default for Limits {
     }
 }
 
+/// HTTP/2 keep-alive: a ping after this long without a frame from the
+/// client, and the connection closed when it is not answered in
+/// [`H2_PING_TIMEOUT`] (a peer that vanished mid-stream).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Concurrent streams per HTTP/2 connection.
+pub const H2_MAX_STREAMS: u32 = 100;
+
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -73,30 +92,90 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(100)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     b
 }
 
-/// Serve `handler` on `listener` until `shutdown` resolves, then drain.
+/// Where the server is in its life; connections and tunnels watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Serving,
+    /// Stopped accepting: finish what is in flight.
+    Draining,
+    /// The grace period is over: close everything.
+    Closing,
+}
+
+/// One connection's place among the `max_connections`, and its view of the
+/// server's stage. Shared by the connection task and anything that outlives
+/// it (a WebSocket tunnel): the place is given back when the last one is
+/// dropped, and the drain waits for all of them.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    stage: watch::Receiver<Stage>,
+}
+
+/// What a handler knows about the connection a request came on.
+#[derive(Clone)]
+pub struct Conn {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    slot: Arc<Slot>,
+}
+
+impl Conn {
+    /// Keep this connection's place (its `max_connections` permit, and the
+    /// server's drain waiting for it) for as long as the [`Hold`] lives,
+    /// e.g. for a tunnel that outlives the HTTP exchange.
+    pub fn hold(&self) -> Hold {
+        Hold {
+            stage: self.slot.stage.clone(),
+            _slot: self.slot.clone(),
+        }
+    }
+}
+
+/// A connection's place, kept past the HTTP exchange (see [`Conn::hold`]).
+pub struct Hold {
+    _slot: Arc<Slot>,
+    stage: watch::Receiver<Stage>,
+}
+
+impl Hold {
+    /// Resolves when the server's shutdown grace period is over (or the
+    /// server is gone): whatever holds the place must end now.
+    pub async fn closing(&mut self) {
+        let _ = self.stage.wait_for(|s| *s == Stage::Closing).await;
+    }
+}
+
+/// Serve `handler` on `listener` until `shutdown` resolves, then drain;
+/// at most `limits.max_connections` connections at once.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let builder = Arc::new(builder(&limits));
-    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    serve_shared(listener, handler, limits, permits, shutdown).await
+}
+
+/// [`serve`], taking connection places from `permits`, which several
+/// accept loops may share (one limit for all of them).
+pub async fn serve_shared<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = Arc::new(builder(&limits));
+    let (stage_tx, stage_rx) = watch::channel(Stage::Serving);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -109,29 +188,190 @@ pub async fn serve<H: Handler>(
             },
             _ = &mut shutdown => break,
         };
+        // Accept first, then wait for a place: with `SO_REUSEPORT` the
+        // kernel picks the accept loop, so waiting for a place before
+        // accepting would strand a connection on a loop that has none
+        // while another loop holds an unused one. At most one accepted
+        // connection per loop waits here; the rest wait in the backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let fut = handler.clone().handle(req, peer);
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        let slot = Arc::new(Slot {
+            _permit: permit,
+            stage: stage_rx.clone(),
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        tokio::spawn(connection(
+            builder.clone(),
+            stream,
+            Conn { peer, slot },
+            handler.clone(),
+            limits.header_read_timeout,
+        ));
     }
     drop(listener);
+    drop(stage_rx);
+    stage_tx.send_replace(Stage::Draining);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = stage_tx.closed() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
+            stage_tx.send_replace(Stage::Closing);
+            // Everything watching the stage ends at its next poll.
+            let _ = tokio::time::timeout(Duration::from_secs(1), stage_tx.closed()).await;
         }
+    }
+}
+
+/// Serve one connection until it ends, is idle for `idle`, or the server
+/// shuts down.
+async fn connection<H: Handler>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    conn: Conn,
+    handler: Arc<H>,
+    idle: Duration,
+) {
+    let peer = conn.peer;
+    let mut stage = conn.slot.stage.clone();
+    let activity = Arc::new(Activity::new());
+    let tracker = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let guard = tracker.begin();
+        let fut = handler.clone().handle(req, conn.clone());
+        async move {
+            let res = fut.await;
+            Ok::<_, std::convert::Infallible>(res.map(|body| Tracked {
+                body,
+                _guard: guard,
+            }))
+        }
+    });
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    // Set once the connection was asked to end because it was idle: it
+    // gets one more idle period to say goodbye, then it is dropped. A
+    // draining connection is bounded by the drain's grace period instead.
+    let mut goodbye: Option<tokio::time::Instant> = None;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = activity.idle_for(idle), if goodbye.is_none() && !draining => {
+                tracing::debug!(%peer, "idle connection closed");
+                served.as_mut().graceful_shutdown();
+                goodbye = Some(tokio::time::Instant::now() + idle);
+            }
+            _ = sleep_until(goodbye) => return,
+            changed = stage.changed() => {
+                let now = *stage.borrow_and_update();
+                if changed.is_err() || now == Stage::Closing {
+                    return;
+                }
+                if now == Stage::Draining && !draining {
+                    draining = true;
+                    if goodbye.is_none() {
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How busy one connection is: requests in progress (a request counts until
+/// its response body is done or dropped) and when the last one ended.
+struct Activity {
+    base: Instant,
+    active: AtomicUsize,
+    /// Milliseconds after `base` when the connection last became idle.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            active: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(self.clone())
+    }
+
+    /// Resolves once no request has been in progress for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            if self.active.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(idle).await;
+                continue;
+            }
+            let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+            let deadline = self.base + since + idle;
+            let now = Instant::now();
+            if now >= deadline && self.active.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            tokio::time::sleep(deadline.saturating_duration_since(now)).await;
+        }
+    }
+}
+
+/// One request in progress on a connection.
+struct ActiveGuard(Arc<Activity>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since.store(ms, Ordering::Relaxed);
+        // Release: a reader that sees the count drop sees the new time.
+        a.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A response body that keeps its request counted as in progress.
+struct Tracked {
+    body: Body,
+    _guard: ActiveGuard,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -278,7 +278,10 @@ pub async fn insert_token(
     scopes: &[&str],
     ttl_secs: i64,
 ) -> String {
-    let conn = pool.get().await.expect("test pool connection");
+    let mut conn = pool.get().await.expect("test pool connection");
+    // One transaction: a cleanup sweep running meanwhile never sees an
+    // expired token before its links exist.
+    let conn = conn.transaction().await.expect("test setup transaction");
     let account_id: i32 = match conn
         .query_opt("SELECT account_id FROM accounts WHERE username = $1", &[&username])
         .await
@@ -325,6 +328,7 @@ pub async fn insert_token(
         .await
         .expect("test setup query");
     }
+    conn.commit().await.expect("test setup commit");
     token
 }
 

@@ -12,24 +12,35 @@
 //!   (not even `Connection: X-Authenticated-Scope`) can remove or replace them;
 //! - `Authorization` is dropped unless the route sets `forward_authorization`;
 //! - `Host` becomes the upstream's authority (nginx's default); the client's
-//!   host travels in `X-Forwarded-Host` and `Forwarded`.
+//!   host travels in `X-Forwarded-Host` and `Forwarded`;
+//! - HTTP/2 cookie crumbs (several `cookie` fields) are joined into one
+//!   `Cookie` with `"; "` (RFC 9113 §8.2.3), as an HTTP/1.1 upstream expects.
+//!
+//! Errors are told apart by whose they are: the client's request body
+//! (bad chunked framing, a reset, over `max_body_bytes`) is 400 or 413 and
+//! logged at debug; only the upstream's own failures are 502 and warned
+//! about.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::route::Route;
-use super::Limits;
+use super::{tunnel, Limits};
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::metrics::UpstreamError;
 use crate::request::{RequestCtx, X_REQUEST_ID};
+use crate::server::Conn;
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
@@ -163,7 +174,12 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 
 /// Set the gateway's own forwarding and identity headers.
 fn set_gateway_headers(h: &mut HeaderMap, ctx: &RequestCtx<'_>, client_host: Option<HeaderValue>) {
-    let (xff, for_part) = peer_values(ctx.peer.ip());
+    let (xff, for_part) = peer_values(ctx.client);
+    // Behind a trusted proxy its chain is extended with the peer;
+    // otherwise whatever the client claimed was removed and the client
+    // address stands alone.
+    let xff =
+        super::forwarded::extended_chain(ctx.forwarded_for.as_ref(), ctx.peer.ip()).unwrap_or(xff);
     h.insert(X_FORWARDED_FOR.clone(), xff);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let mut forwarded = String::with_capacity(for_part.len() + 64);
@@ -209,16 +225,87 @@ fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, R
         .map_err(|_| Rejection::BadRequest("the request target cannot be forwarded"))
 }
 
-/// Does this error (or one of its causes) come from the body size limit?
-fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The client's request body on its way upstream: cut off before a frame
+/// that would pass `max_body_bytes` (so the upstream never receives a byte
+/// past it), and its errors tagged as the client's.
+struct ClientBody {
+    inner: Incoming,
+    remaining: u64,
+}
+
+/// The client's request body failed; the upstream is not at fault.
+#[derive(Debug, thiserror::Error)]
+enum ClientBodyError {
+    #[error("the request body is over the limit")]
+    TooLarge,
+    #[error("the request body is malformed or incomplete: {0}")]
+    Malformed(#[source] hyper::Error),
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > self.remaining {
+                        return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge))));
+                    }
+                    self.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError::Malformed(e)))))
+            }
+            other => other.map_err(|e| -> crate::body::BoxError { Box::new(e) }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client body error among this error's causes, if any.
+fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e ClientBodyError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
+        if let Some(b) = err.downcast_ref::<ClientBodyError>() {
+            return Some(b);
         }
         cur = err.source();
     }
-    false
+    None
+}
+
+/// Join HTTP/2 cookie crumbs into one field (RFC 9113 §8.2.3). Allocates
+/// only when there is more than one.
+fn join_cookies(h: &mut HeaderMap) {
+    let mut crumbs = h.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, crumb) in h.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
 }
 
 /// The forward phase: send `req` to `route`'s upstream at `path` (the
@@ -227,6 +314,7 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
+    conn: &Conn,
     ctx: &RequestCtx<'_>,
     route: &Route,
     path: &str,
@@ -234,6 +322,8 @@ pub async fn forward(
 ) -> Result<Response<Body>, Rejection> {
     let websocket = is_websocket_upgrade(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    // The route phase has checked it: a valid host, and on HTTP/2 the same
+    // as `:authority` when both are sent.
     let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
@@ -248,6 +338,7 @@ pub async fn forward(
     if !route.config.forward_authorization {
         parts.headers.remove(header::AUTHORIZATION);
     }
+    join_cookies(&mut parts.headers);
     set_gateway_headers(&mut parts.headers, ctx, client_host);
     parts.headers.remove(header::HOST);
     if websocket {
@@ -261,8 +352,11 @@ pub async fn forward(
     parts.uri = uri;
     // Upstreams speak HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
-    let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body: Body = Limited::new(body, limit).boxed_unsync();
+    let body: Body = ClientBody {
+        inner: body,
+        remaining: limits.max_body_bytes,
+    }
+    .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
     // One timer per request: the route's deadline, capped by the server's.
@@ -274,8 +368,13 @@ pub async fn forward(
             return Err(Rejection::GatewayTimeout);
         }
         Ok(Err(e)) => {
-            if is_length_limit(&e) {
-                return Err(Rejection::PayloadTooLarge);
+            match client_body_error(&e) {
+                Some(ClientBodyError::TooLarge) => return Err(Rejection::PayloadTooLarge),
+                Some(ClientBodyError::Malformed(cause)) => {
+                    tracing::debug!(route = %route.config.name, error = %cause, "bad request body");
+                    return Err(Rejection::BadRequest("malformed request body"));
+                }
+                None => {}
             }
             route.stats.upstream_error(if e.is_connect() {
                 UpstreamError::Connect
@@ -295,12 +394,13 @@ pub async fn forward(
             return Err(Rejection::BadGateway);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut res);
+        let hold = conn.hold();
+        let idle = limits.request_timeout;
         tokio::spawn(async move {
             let (Ok(down), Ok(up)) = tokio::join!(client_upgrade, upstream_upgrade) else {
                 return;
             };
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+            tunnel::run(down, up, idle, hold).await;
         });
         let (mut parts, _) = res.into_parts();
         let upgrade = parts.headers.get(header::UPGRADE).cloned();

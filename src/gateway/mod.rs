@@ -17,8 +17,10 @@
 pub mod authorize;
 mod explain;
 pub mod forward;
+pub mod forwarded;
 pub mod normalize;
 pub mod route;
+mod tunnel;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +31,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Version};
 
-use crate::config::{Config, ServerConfig, ALLOW_ALL_METHODS};
+use crate::config::{Cidr, Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
 use crate::metrics::RouteStats;
 use crate::tokens::bearer::{credentials, Credentials};
@@ -87,6 +89,8 @@ pub struct Gateway {
     /// Counters of the requests no route or endpoint was found for (the
     /// access log's route `-`).
     pub unrouted: RouteStats,
+    /// `server.trusted_proxies`, as the process started with them.
+    trusted_proxies: Vec<Cidr>,
 }
 
 /// Counters of configuration reloads.
@@ -103,7 +107,14 @@ impl Gateway {
             tokens,
             reloads: ReloadStats::default(),
             unrouted: RouteStats::default(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
         }
+    }
+
+    /// Is `peer` a trusted proxy, whose `X-Forwarded-For` names the client
+    /// ([`forwarded`](mod@forwarded))?
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
     }
 
     /// The current policy (cheap: no lock, no allocation).
@@ -188,17 +199,72 @@ pub fn route<'t, B>(
 }
 
 /// The host the client asked for: `Host`, or the authority of an HTTP/2
-/// request. Two `Host` headers are a 400.
+/// request, checked (400 otherwise):
+/// - one `Host` at most, and it is a valid `host[:port]` (RFC 9110 §7.2):
+///   no userinfo (`a@b`), no spaces, not empty, a port of 1-5 digits up to
+///   65535; an IPv6 literal in brackets;
+/// - HTTP/1.1 without `Host` is refused (RFC 9112 §3.2); HTTP/1.0 may omit it;
+/// - HTTP/2 `:authority` is held to the same syntax, and a `host` header
+///   that disagrees with it makes the request malformed (RFC 9113 §8.3.1).
 fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, Rejection> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(Rejection::BadRequest("more than one Host header")),
-        (Some(h), None) => h
-            .to_str()
-            .map(Some)
-            .map_err(|_| Rejection::BadRequest("invalid Host header")),
-        (None, _) => Ok(req.uri().authority().map(|a| a.as_str())),
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(Rejection::BadRequest("more than one Host header")),
+        (Some(h), None) => Some(
+            h.to_str()
+                .ok()
+                .filter(|h| valid_host(h))
+                .ok_or(Rejection::BadRequest("invalid Host header"))?,
+        ),
+        (None, _) => None,
+    };
+    // Only HTTP/2 requests carry an authority here: check_request refused
+    // HTTP/1.x absolute-form targets.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    if let Some(a) = authority {
+        if !valid_host(a) {
+            return Err(Rejection::BadRequest("invalid :authority"));
+        }
     }
+    match (host, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => Err(Rejection::BadRequest(
+            "the Host header and :authority disagree",
+        )),
+        (Some(h), _) => Ok(Some(h)),
+        (None, Some(a)) => Ok(Some(a)),
+        (None, None) if req.version() == Version::HTTP_11 => {
+            Err(Rejection::BadRequest("missing Host header"))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), strictly: a
+/// registered name of letters, digits, `-`, `.`, `_`, `~`, or a bracketed
+/// IPv6 literal; a port of 1-5 digits, at most 65535.
+fn valid_host(h: &str) -> bool {
+    let (name_ok, rest) = match h.strip_prefix('[') {
+        Some(inner) => match inner.split_once(']') {
+            Some((ip, rest)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let end = h.find(':').unwrap_or(h.len());
+            let name = &h[..end];
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            (ok, &h[end..])
+        }
+    };
+    name_ok
+        && (rest.is_empty()
+            || rest.strip_prefix(':').is_some_and(|p| {
+                (1..=5).contains(&p.len())
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u32>().is_ok_and(|n| n <= 65535)
+            }))
 }
 
 /// The authenticate phase: the caller's identity, `None` on a public route
@@ -226,5 +292,76 @@ pub fn authorize(identity: Option<&Identity>, route: &Route) -> Result<(), Rejec
         Decision::InsufficientScope => Err(Rejection::InsufficientScope {
             scope: route.required_scope.clone(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_syntax() {
+        for ok in [
+            "api.example.com",
+            "api.example.com.",
+            "localhost:8080",
+            "a_b-c~d",
+            "10.0.0.1:1",
+            "[::1]",
+            "[::1]:65535",
+        ] {
+            assert!(valid_host(ok), "{ok}");
+        }
+        for bad in [
+            "", "a@b", "a b", " a", "a:", ":80", "a:x", "a:65536", "a:123456", "a:-1", "a:80:80",
+            "[::1", "[nope]", "[::1]x", "a/b", "a?b", "a,b", "a%20b",
+        ] {
+            assert!(!valid_host(bad), "{bad:?}");
+        }
+    }
+
+    fn host_of(req: Request<()>) -> Result<Option<String>, &'static str> {
+        request_host(&req)
+            .map(|h| h.map(str::to_owned))
+            .map_err(|e| match e {
+                Rejection::BadRequest(d) => d,
+                _ => "other",
+            })
+    }
+
+    #[test]
+    fn host_and_authority() {
+        let h1 = |host: Option<&str>| {
+            let mut b = Request::builder().uri("/x");
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(host_of(h1(Some("a.b"))), Ok(Some("a.b".into())));
+        assert_eq!(host_of(h1(None)), Err("missing Host header"));
+        assert_eq!(host_of(h1(Some("a@b"))), Err("invalid Host header"));
+        let http10 = Request::builder()
+            .uri("/x")
+            .version(Version::HTTP_10)
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(http10), Ok(None));
+        let h2 = |authority: &str, host: Option<&str>| {
+            let mut b = Request::builder()
+                .uri(format!("http://{authority}/x"))
+                .version(Version::HTTP_2);
+            if let Some(h) = host {
+                b = b.header(header::HOST, h);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(host_of(h2("a.b", None)), Ok(Some("a.b".into())));
+        assert_eq!(host_of(h2("a.b", Some("A.b"))), Ok(Some("A.b".into())));
+        assert_eq!(
+            host_of(h2("a.b", Some("evil"))),
+            Err("the Host header and :authority disagree")
+        );
+        assert_eq!(host_of(h2("u@a.b", None)), Err("invalid :authority"));
     }
 }

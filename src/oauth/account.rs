@@ -54,7 +54,7 @@ pub async fn change_password(
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
     let caller = oauth.authenticate(ctx, &req).await?;
-    let peer = ctx.peer;
+    let client = ctx.client;
     let form = oauth.read_form(req).await?;
     let current = form.require("current_password")?;
     let new = Password::new(form.require("new_password")?);
@@ -66,9 +66,7 @@ pub async fn change_password(
         )
     })?;
 
-    let attempt = oauth
-        .begin_attempt(Some(&caller.username), peer.ip())
-        .await?;
+    let attempt = oauth.begin_attempt(Some(&caller.username), client).await?;
     if current.len() > MAX_PASSWORD_BYTES {
         return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
     }

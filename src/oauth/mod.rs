@@ -216,9 +216,9 @@ impl OAuth {
         ctx: &mut RequestCtx<'_>,
         req: Request<Incoming>,
     ) -> Response<Body> {
-        let peer = ctx.peer;
+        let client = ctx.client;
         let result = match endpoint {
-            Endpoint::Token => token::handle(self, req, peer).await,
+            Endpoint::Token => token::handle(self, req, client).await,
             Endpoint::Revoke => revoke::handle(self, req).await,
             Endpoint::Introspect => introspect::handle(self, ctx, req).await,
             Endpoint::Userinfo => account::userinfo(self, ctx, req).await,

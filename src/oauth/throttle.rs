@@ -16,8 +16,8 @@
 //! - 429 answers are not failures: a locked-out user is unlocked when the
 //!   window passes, however hard an attacker keeps knocking.
 //! - Addresses: IPv4 per address, IPv6 per /64 (one host usually owns a
-//!   whole /64); the peer address as seen by this listener, not
-//!   `X-Forwarded-For`.
+//!   whole /64); the client address of the request (the peer, or behind a
+//!   trusted proxy the address it vouches for: `crate::gateway::forwarded`).
 //! - The state is **in memory, per replica**: N replicas allow up to N ×
 //!   `max_failures` guesses per window. Memory is bounded: at most
 //!   [`MAX_TRACKED`] usernames and as many addresses (least recently used

@@ -33,7 +33,7 @@
 //! revoked access tokens are dropped from this replica's cache before we
 //! answer.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -56,12 +56,12 @@ const BAD_REFRESH: &str = "the refresh token is invalid, expired or revoked";
 pub async fn handle(
     oauth: &OAuth,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
     let form = oauth.read_form(req).await?;
     match form.require("grant_type")? {
-        "password" => password_grant(oauth, &form, peer).await,
+        "password" => password_grant(oauth, &form, client).await,
         "refresh_token" => refresh_grant(oauth, &form).await,
         _ => Err(Rejection::oauth(
             StatusCode::BAD_REQUEST,
@@ -96,14 +96,14 @@ fn token_response(pair: &IssuedPair) -> Response<Body> {
 async fn password_grant(
     oauth: &OAuth,
     form: &Form,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> Result<Response<Body>, Rejection> {
     let raw_username = form.require("username")?;
     let raw_password = form.require("password")?;
     let requested = requested_scope(form)?;
     let username = normalize_username(raw_username).ok();
 
-    let attempt = oauth.begin_attempt(username.as_deref(), peer.ip()).await?;
+    let attempt = oauth.begin_attempt(username.as_deref(), client).await?;
     let Some(username) = username.filter(|_| raw_password.len() <= MAX_PASSWORD_BYTES) else {
         return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS));
     };

@@ -84,7 +84,8 @@ pub async fn sweep(pool: &Pool, now: i64, batch: i64) -> Result<Swept, DbError> 
 /// Sweep every `every` until dropped (the task is aborted with its guard).
 pub fn spawn(pool: Pool, every: Duration, stats: std::sync::Arc<SweepStats>) -> SweepTask {
     SweepTask(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first sweep one period after start, not at once.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -135,34 +135,51 @@ impl RawResponse {
 /// Send `request` (a complete HTTP/1.1 request, bytes as given: no URL
 /// normalization by a client library) and read one response.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
+    read_one(&mut s).await
+}
+
+/// Read one response (head and `Content-Length` body) off `s`, leaving the
+/// connection open.
+pub async fn read_one(s: &mut tokio::net::TcpStream) -> RawResponse {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                break;
-            }
+    let mut byte = [0u8; 1];
+    // The head byte by byte, so nothing past it is consumed.
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => return parse_response(&buf),
         }
     }
-    let end = find(&buf, b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut got = start;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    buf.truncate(got);
+    parse_response(&buf)
+}
+
+/// Parse one response: head, then what follows as the body.
+pub fn parse_response(buf: &[u8]) -> RawResponse {
+    let end = find(buf, b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(buf)));
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.lines();
     let status_line = lines.next().unwrap();
@@ -211,8 +228,25 @@ impl Seen {
 /// Start the gateway on `db`, reaching its database through `url` instead
 /// (e.g. `db.url_via(&fault_proxy)`, to cut the database mid-test).
 pub async fn spawn_app_via(toml: &str, db: TestDb, url: scopegate::config::Secret) -> TestApp {
+    spawn_app_inner(toml, db, url, None).await
+}
+
+/// Start the gateway on a fresh database with its `UPSTREAM` placeholders
+/// pointing at `upstream` (e.g. a [`Recorder`]) instead of an echo.
+pub async fn spawn_app_to(toml: &str, upstream: SocketAddr) -> TestApp {
+    let db = TestDb::new().await;
+    let url = db.url.clone();
+    spawn_app_inner(toml, db, url, Some(upstream)).await
+}
+
+async fn spawn_app_inner(
+    toml: &str,
+    db: TestDb,
+    url: scopegate::config::Secret,
+    to: Option<SocketAddr>,
+) -> TestApp {
     let upstream = echo().await;
-    let mut config = config(toml, upstream.addr, &db);
+    let mut config = config(toml, to.unwrap_or(upstream.addr), &db);
     config.database.url = Some(url.clone());
     let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
     let app = App::build(config, pool).unwrap();
@@ -354,4 +388,156 @@ pub fn shipped_migrations() -> Vec<String> {
     found.sort();
     assert!(!found.is_empty(), "no migrations in {dir}");
     found.into_iter().map(|(_, name)| name).collect()
+}
+
+/// What a [`Recorder`] upstream received in one request.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes received, counted as they arrive (also when the body
+    /// ends in an error).
+    pub body_bytes: u64,
+    /// `None` while the body is still arriving; then whether it ended
+    /// cleanly.
+    pub body_complete: Option<bool>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An upstream that records every request it receives (head, and how much
+/// body arrived) and answers `200 {"path": ..., "body_length": ...}`;
+/// `x-echo-delay-ms` delays the answer, `x-echo-bytes: N` answers N bytes.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Recorder {
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+struct Recording(Arc<std::sync::Mutex<Vec<Recorded>>>);
+
+impl scopegate::server::Handler for Recording {
+    async fn handle(
+        self: Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+        _conn: scopegate::server::Conn,
+    ) -> http::Response<scopegate::body::Body> {
+        use http_body_util::BodyExt;
+        let index = {
+            let mut seen = self.0.lock().unwrap();
+            seen.push(Recorded {
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body_bytes: 0,
+                body_complete: None,
+            });
+            seen.len() - 1
+        };
+        let header_u64 = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let delay = header_u64("x-echo-delay-ms");
+        let download = header_u64("x-echo-bytes");
+        let path = req.uri().path().to_owned();
+        let mut body = req.into_body();
+        let mut complete = true;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        self.0.lock().unwrap()[index].body_bytes += d.len() as u64;
+                    }
+                }
+                Err(_) => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        let len = {
+            let mut seen = self.0.lock().unwrap();
+            seen[index].body_complete = Some(complete);
+            seen[index].body_bytes
+        };
+        if let Some(ms) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        if let Some(n) = download {
+            let mut r = http::Response::new(scopegate::body::full(vec![b'x'; n as usize]));
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            return r;
+        }
+        http::Response::new(scopegate::body::json(
+            &serde_json::json!({"path": path, "body_length": len}),
+        ))
+    }
+}
+
+pub async fn recorder() -> Recorder {
+    let listener = scopegate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(scopegate::server::serve(
+        listener,
+        Arc::new(Recording(seen.clone())),
+        Default::default(),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    Recorder {
+        addr,
+        seen,
+        _stop: tx,
+    }
+}
+
+/// Read from `s` until the peer closes it (EOF or reset) or `bound`
+/// passes; returns what was read and whether it was closed.
+pub async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    bound: std::time::Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return (all, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (all, true),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
 }
