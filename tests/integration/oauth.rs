@@ -17,6 +17,7 @@ use crate::support::{http, insert_token, spawn_app, spawn_app_via, TestApp};
 pub const CONFIG: &str = r#"
 [login]
 max_failures = 1000
+max_failures_per_ip = 1000
 hash_concurrency = 2
 
 [[routes]]
@@ -441,9 +442,11 @@ async fn requested_scope_must_be_a_subset_of_own_and_role_scopes() {
 
 #[tokio::test]
 async fn throttling_answers_429_before_any_hashing() {
-    let app =
-        spawn_app(&CONFIG.replace("max_failures = 1000", "max_failures = 3\nwindow_secs = 300"))
-            .await;
+    let app = spawn_app(&CONFIG.replace(
+        "max_failures = 1000\nmax_failures_per_ip = 1000",
+        "max_failures = 3\nmax_failures_per_ip = 3\nwindow_secs = 300",
+    ))
+    .await;
     new_account(&app, "nina", "right", &[], &[]).await;
     for _ in 0..3 {
         login(&app, "nina", "wrong")
@@ -469,7 +472,11 @@ async fn throttling_answers_429_before_any_hashing() {
 
 #[tokio::test]
 async fn a_success_resets_the_username_counter() {
-    let app = spawn_app(&CONFIG.replace("max_failures = 1000", "max_failures = 3")).await;
+    let app = spawn_app(&CONFIG.replace(
+        "max_failures = 1000\nmax_failures_per_ip = 1000",
+        "max_failures = 3\nmax_failures_per_ip = 3",
+    ))
+    .await;
     new_account(&app, "olga", "right", &[], &[]).await;
     for _ in 0..2 {
         login(&app, "olga", "wrong")
@@ -482,6 +489,114 @@ async fn a_success_resets_the_username_counter() {
         .await
         .assert_error(400, "invalid_grant");
     assert_eq!(login(&app, "olga", "right").await.status, 429);
+}
+
+/// The `[login]` defaults (5 failures per username, 50 per address), two
+/// hashing threads.
+const DEFAULT_LIMITS: &str = r#"
+[login]
+hash_concurrency = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_logins_in_flight_never_throttle_each_other() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    let users = ["ann", "ben", "cat", "dan"];
+    for u in users {
+        new_account(&app, u, "right", &[], &[]).await;
+    }
+    for round in 0..10 {
+        // 8 at once from one address, two per user: more than any limit
+        // counts, were correct logins in flight counted against it.
+        let logins: Vec<_> = users
+            .iter()
+            .chain(users.iter())
+            .map(|u| {
+                let url = app.url("/oauth/token");
+                let body = encode(&[
+                    ("grant_type", "password"),
+                    ("username", u),
+                    ("password", "right"),
+                ]);
+                tokio::spawn(async move {
+                    send(http().post(url).header(CONTENT_TYPE, FORM).body(body)).await
+                })
+            })
+            .collect();
+        for l in logins {
+            let r = l.await.unwrap();
+            assert_eq!(
+                r.status,
+                200,
+                "round {round}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_users_failures_never_lock_out_another_user_at_the_same_address() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    new_account(&app, "alice", "right", &[], &[]).await;
+    new_account(&app, "bob", "right", &[], &[]).await;
+    let shared = crate::support::http_from("127.0.9.1".parse().unwrap());
+    let login_from = |client: &reqwest::Client, user: &str, password: &str| {
+        send(
+            client
+                .post(app.url("/oauth/token"))
+                .header(CONTENT_TYPE, FORM)
+                .body(encode(&[
+                    ("grant_type", "password"),
+                    ("username", user),
+                    ("password", password),
+                ])),
+        )
+    };
+    for _ in 0..5 {
+        login_from(&shared, "alice", "wrong")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    // alice is locked out (per username), from anywhere...
+    assert_eq!(login_from(&shared, "alice", "right").await.status, 429);
+    let elsewhere = crate::support::http_from("127.0.9.2".parse().unwrap());
+    assert_eq!(login_from(&elsewhere, "alice", "right").await.status, 429);
+    // ... but bob, behind the same address, is not.
+    login_from(&shared, "bob", "right").await.pair();
+}
+
+#[tokio::test]
+async fn an_address_is_throttled_after_max_failures_per_ip() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    new_account(&app, "carl", "right", &[], &[]).await;
+    let limit = app.state.config.login.max_failures_per_ip;
+    assert_eq!(limit, 50, "the default");
+    let from = crate::support::http_from("127.0.9.3".parse().unwrap());
+    let login_from = |client: &reqwest::Client, user: String, password: &str| {
+        send(
+            client
+                .post(app.url("/oauth/token"))
+                .header(CONTENT_TYPE, FORM)
+                .body(encode(&[
+                    ("grant_type", "password"),
+                    ("username", &user),
+                    ("password", password),
+                ])),
+        )
+    };
+    // One failure per username: no username limit is reached.
+    for i in 0..limit {
+        login_from(&from, format!("guess{i}"), "x")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    let r = login_from(&from, "carl".into(), "right").await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    // Another address is not affected.
+    let other = crate::support::http_from("127.0.9.4".parse().unwrap());
+    login_from(&other, "carl".into(), "right").await.pair();
 }
 
 // ---------------------------------------------------------------------------
