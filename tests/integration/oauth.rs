@@ -651,6 +651,53 @@ async fn a_login_rehashes_a_password_made_with_other_parameters() {
         .assert_error(400, "invalid_grant");
 }
 
+#[tokio::test]
+async fn a_rehash_never_overwrites_a_password_changed_meanwhile() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let app = spawn_app(CONFIG).await;
+    let id = new_account(&app, "oona", "old", &[], &[]).await;
+    let old = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(12288, 3, 1, None).unwrap(),
+    )
+    .hash_password(
+        b"old",
+        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $2 WHERE account_id = $1",
+        &[&id, &old],
+    )
+    .await;
+    // A login verified `old`; the password changes before its rehash lands.
+    store::set_password(
+        &app.state.db,
+        &app.state.oauth.hasher,
+        id,
+        Password::new("new"),
+    )
+    .await
+    .unwrap();
+    let stored = store::upgrade_password_hash(
+        &app.state.db,
+        &app.state.oauth.hasher,
+        id,
+        &old,
+        Password::new("old"),
+    )
+    .await
+    .unwrap();
+    assert!(!stored, "the compare-and-swap on the old hash fails");
+    login(&app, "oona", "old")
+        .await
+        .assert_error(400, "invalid_grant");
+    login(&app, "oona", "new").await.pair();
+}
+
 // ---------------------------------------------------------------------------
 // The request itself
 
