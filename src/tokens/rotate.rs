@@ -146,13 +146,11 @@ pub async fn present<'a>(
         if grace > 0 && now <= rotated_at + grace && account_active && sealed.is_some() {
             // A replay gets the successor pair only while that pair's
             // refresh token is itself unused (not rotated, not revoked,
-            // unexpired); once it has moved on, this is reuse. A statement
-            // of its own: in READ COMMITTED it sees the successor committed
-            // by the transaction we waited for (the locking statement's
-            // joins still use its older snapshot).
+            // unexpired); once it has moved on, this is reuse. Read under
+            // the family's lock, so no refresh of the successor is in flight.
             let successor_unused = match successor_id {
                 Some(sid) => tx
-                    .query_opt(SUCCESSOR_UNUSED, &[&sid, &now])
+                    .query_opt(&tx.prepare_cached(SUCCESSOR_UNUSED).await?, &[&sid, &now])
                     .await?
                     .map(|r| r.try_get::<_, bool>(0))
                     .transpose()?
