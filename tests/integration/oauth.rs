@@ -127,13 +127,40 @@ pub async fn post_form(app: &TestApp, path: &str, params: &[(&str, &str)]) -> Re
     post_raw(app, path, Some(FORM), encode(params)).await
 }
 
+/// POST a form with `client` (e.g. one bound to another source address,
+/// [`crate::support::http_from`]).
+pub async fn post_form_from(
+    client: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Resp {
+    send(
+        client
+            .post(app.url(path))
+            .header(CONTENT_TYPE, FORM)
+            .body(encode(params)),
+    )
+    .await
+}
+
 pub async fn login(app: &TestApp, username: &str, password: &str) -> Resp {
+    login_from(&http(), app, username, password).await
+}
+
+/// A password login sent with `client`.
+pub async fn login_from(
+    client: &reqwest::Client,
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> Resp {
     let params = [
         ("grant_type", "password"),
         ("username", username),
         ("password", password),
     ];
-    post_form(app, "/oauth/token", &params).await
+    post_form_from(client, app, "/oauth/token", &params).await
 }
 
 pub async fn login_scope(app: &TestApp, username: &str, password: &str, scope: &str) -> Resp {
@@ -541,29 +568,23 @@ async fn one_users_failures_never_lock_out_another_user_at_the_same_address() {
     new_account(&app, "alice", "right", &[], &[]).await;
     new_account(&app, "bob", "right", &[], &[]).await;
     let shared = crate::support::http_from("127.0.9.1".parse().unwrap());
-    let login_from = |client: &reqwest::Client, user: &str, password: &str| {
-        send(
-            client
-                .post(app.url("/oauth/token"))
-                .header(CONTENT_TYPE, FORM)
-                .body(encode(&[
-                    ("grant_type", "password"),
-                    ("username", user),
-                    ("password", password),
-                ])),
-        )
-    };
     for _ in 0..5 {
-        login_from(&shared, "alice", "wrong")
+        login_from(&shared, &app, "alice", "wrong")
             .await
             .assert_error(400, "invalid_grant");
     }
     // alice is locked out (per username), from anywhere...
-    assert_eq!(login_from(&shared, "alice", "right").await.status, 429);
+    assert_eq!(
+        login_from(&shared, &app, "alice", "right").await.status,
+        429
+    );
     let elsewhere = crate::support::http_from("127.0.9.2".parse().unwrap());
-    assert_eq!(login_from(&elsewhere, "alice", "right").await.status, 429);
+    assert_eq!(
+        login_from(&elsewhere, &app, "alice", "right").await.status,
+        429
+    );
     // ... but bob, behind the same address, is not.
-    login_from(&shared, "bob", "right").await.pair();
+    login_from(&shared, &app, "bob", "right").await.pair();
 }
 
 #[tokio::test]
@@ -573,30 +594,18 @@ async fn an_address_is_throttled_after_max_failures_per_ip() {
     let limit = app.state.config.login.max_failures_per_ip;
     assert_eq!(limit, 50, "the default");
     let from = crate::support::http_from("127.0.9.3".parse().unwrap());
-    let login_from = |client: &reqwest::Client, user: String, password: &str| {
-        send(
-            client
-                .post(app.url("/oauth/token"))
-                .header(CONTENT_TYPE, FORM)
-                .body(encode(&[
-                    ("grant_type", "password"),
-                    ("username", &user),
-                    ("password", password),
-                ])),
-        )
-    };
     // One failure per username: no username limit is reached.
     for i in 0..limit {
-        login_from(&from, format!("guess{i}"), "x")
+        login_from(&from, &app, &format!("guess{i}"), "x")
             .await
             .assert_error(400, "invalid_grant");
     }
-    let r = login_from(&from, "carl".into(), "right").await;
+    let r = login_from(&from, &app, "carl", "right").await;
     assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.header("retry-after").is_some());
     // Another address is not affected.
     let other = crate::support::http_from("127.0.9.4".parse().unwrap());
-    login_from(&other, "carl".into(), "right").await.pair();
+    login_from(&other, &app, "carl", "right").await.pair();
 }
 
 // ---------------------------------------------------------------------------
