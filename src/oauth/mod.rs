@@ -190,7 +190,11 @@ impl OAuth {
             db: db.clone(),
             tokens,
             hasher: Arc::new(Hasher::new(config.login.hash_concurrency)),
-            throttle: Throttle::new(config.login.max_failures, config.login.window),
+            throttle: Throttle::new(
+                config.login.max_failures,
+                config.login.max_failures_per_ip,
+                config.login.window,
+            ),
             stats: OAuthStats::default(),
             endpoint_stats: std::array::from_fn(|_| RouteStats::default()),
             ttl: config.tokens.clone(),

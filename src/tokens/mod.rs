@@ -34,12 +34,13 @@
 //! 2. the **family root** (the first refresh token of a login): `FOR
 //!    UPDATE` by a refresh and by family revocation, so one family rotates
 //!    or dies one step at a time;
-//! 3. the presented refresh token's own row.
+//! 3. the presented refresh token's own row (`FOR UPDATE`, by a refresh).
 //!
-//! Every statement after a lock runs in READ COMMITTED with a fresh
-//! snapshot, so it sees everything committed before the lock was granted.
-//! (A future purge of expired rows must delete whole families, never a
-//! root alone: the root is the family's lock.)
+//! The account lock is taken by the statement that finds the token, the
+//! others by statements of their own, and every statement after a lock
+//! runs in READ COMMITTED with a fresh snapshot, so it sees everything
+//! committed before the lock was granted. The cleanup ([`sweep`]) deletes
+//! whole families only, never a root alone: the root is the family's lock.
 
 pub mod bearer;
 pub mod cache;

@@ -23,22 +23,41 @@ fn hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
         .collect()
 }
 
-/// Take the locks of a family, in order: the account row `FOR SHARE`, then
-/// the family's root `FOR UPDATE`. Held until `tx` ends.
-pub(super) async fn lock_family(
+/// A refresh token as a member of its family.
+pub(super) struct Member {
+    pub id: i64,
+    pub family_id: i64,
+}
+
+const FIND_MEMBER: &str = "
+SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id)
+  FROM refresh_tokens r
+  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+  JOIN accounts a ON a.account_id = ar.account_id
+ WHERE r.refresh_token = $1
+   FOR SHARE OF a";
+
+/// The refresh token with this hash and its family, with the family's
+/// locks of [`super`] taken in their order and held until `tx` ends: the
+/// account row `FOR SHARE` (by the statement that finds the token), then
+/// the family root `FOR UPDATE`.
+pub(super) async fn lock_member(
     tx: &Transaction<'_>,
-    account_id: i32,
-    family_id: i64,
-) -> Result<(), IssueError> {
-    let account = tx
-        .prepare_cached("SELECT 1 FROM accounts WHERE account_id = $1 FOR SHARE")
-        .await?;
-    tx.query_opt(&account, &[&account_id]).await?;
+    token_hash: &TokenHash,
+) -> Result<Option<Member>, IssueError> {
+    let find = tx.prepare_cached(FIND_MEMBER).await?;
+    let Some(row) = tx.query_opt(&find, &[&hash_hex(token_hash)]).await? else {
+        return Ok(None);
+    };
+    let member = Member {
+        id: row.try_get(0)?,
+        family_id: row.try_get(1)?,
+    };
     let root = tx
         .prepare_cached("SELECT 1 FROM refresh_tokens WHERE refresh_token_id = $1 FOR UPDATE")
         .await?;
-    tx.query_opt(&root, &[&family_id]).await?;
-    Ok(())
+    tx.query_opt(&root, &[&member.family_id]).await?;
+    Ok(Some(member))
 }
 
 const REVOKE_FAMILY: &str = "
@@ -54,7 +73,7 @@ UPDATE access_tokens t SET active = FALSE
 RETURNING t.token";
 
 /// Revoke every refresh token of a family and every access token issued
-/// with any of them. `tx` must hold the family's locks ([`lock_family`]).
+/// with any of them. `tx` must hold the family's locks (see [`super`]).
 /// Returns the revoked access tokens' hashes.
 pub(super) async fn revoke_family(
     tx: &Transaction<'_>,
@@ -77,12 +96,6 @@ pub async fn revoke_access(pool: &Pool, token_hash: &TokenHash) -> Result<bool, 
     Ok(n > 0)
 }
 
-const FIND_FAMILY: &str = "
-SELECT COALESCE(r.family_id, r.refresh_token_id), ar.account_id
-  FROM refresh_tokens r
-  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
- WHERE r.refresh_token = $1";
-
 /// Revoke a refresh token and, with it, its whole family (every refresh
 /// token descended from the same login and every access token issued with
 /// them). Returns the revoked access tokens' hashes (empty when unknown).
@@ -92,14 +105,10 @@ pub async fn revoke_refresh(
 ) -> Result<Vec<TokenHash>, IssueError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
-    let find = tx.prepare_cached(FIND_FAMILY).await?;
-    let Some(row) = tx.query_opt(&find, &[&hash_hex(token_hash)]).await? else {
+    let Some(member) = lock_member(&tx, token_hash).await? else {
         return Ok(Vec::new());
     };
-    let family: i64 = row.try_get(0)?;
-    let account_id: i32 = row.try_get(1)?;
-    lock_family(&tx, account_id, family).await?;
-    let revoked = revoke_family(&tx, family).await?;
+    let revoked = revoke_family(&tx, member.family_id).await?;
     tx.commit().await?;
     Ok(revoked)
 }

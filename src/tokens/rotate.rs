@@ -45,8 +45,8 @@ mod seal;
 use deadpool_postgres::{Client, Pool, Transaction};
 
 use super::issue::{issue, Grant, IssueError, IssuedPair, Lineage};
-use super::revoke::{lock_family, revoke_family};
-use super::{hash, hash_hex, secs, TokenHash};
+use super::revoke::{lock_member, revoke_family};
+use super::{hash, secs, TokenHash};
 use crate::config::TokenConfig;
 use crate::db::unix_now;
 use seal::{seal, unseal, SealedPair};
@@ -94,12 +94,6 @@ pub struct Rotation<'a> {
     scopes: Vec<(i32, String)>,
 }
 
-const FIND_REFRESH: &str = "
-SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id), ar.account_id
-  FROM refresh_tokens r
-  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
- WHERE r.refresh_token = $1";
-
 const LOCK_REFRESH: &str = "
 SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.successor_sealed,
        r.successor_id, a.account_id, a.is_active,
@@ -124,17 +118,13 @@ pub async fn present<'a>(
     ttl: &'a TokenConfig,
 ) -> Result<Presented<'a>, IssueError> {
     let tx = conn.transaction().await?;
-    let find = tx.prepare_cached(FIND_REFRESH).await?;
-    let Some(found) = tx.query_opt(&find, &[&hash_hex(&hash(token))]).await? else {
+    // The locks of the module documentation ([`super`]), in their order,
+    // then the token's own row and its state as it is once they are held.
+    let Some(member) = lock_member(&tx, &hash(token)).await? else {
         return Ok(Presented::Invalid);
     };
-    // The locks of the module documentation ([`super`]), in their order,
-    // then the token's state as it is once they are held.
-    let (found_id, found_family, found_account): (i64, i64, i32) =
-        (found.try_get(0)?, found.try_get(1)?, found.try_get(2)?);
-    lock_family(&tx, found_account, found_family).await?;
     let lock = tx.prepare_cached(LOCK_REFRESH).await?;
-    let Some(row) = tx.query_opt(&lock, &[&found_id]).await? else {
+    let Some(row) = tx.query_opt(&lock, &[&member.id]).await? else {
         return Ok(Presented::Invalid);
     };
     let id: i64 = row.try_get("refresh_token_id")?;
@@ -156,13 +146,11 @@ pub async fn present<'a>(
         if grace > 0 && now <= rotated_at + grace && account_active && sealed.is_some() {
             // A replay gets the successor pair only while that pair's
             // refresh token is itself unused (not rotated, not revoked,
-            // unexpired); once it has moved on, this is reuse. A statement
-            // of its own: in READ COMMITTED it sees the successor committed
-            // by the transaction we waited for (the locking statement's
-            // joins still use its older snapshot).
+            // unexpired); once it has moved on, this is reuse. Read under
+            // the family's lock, so no refresh of the successor is in flight.
             let successor_unused = match successor_id {
                 Some(sid) => tx
-                    .query_opt(SUCCESSOR_UNUSED, &[&sid, &now])
+                    .query_opt(&tx.prepare_cached(SUCCESSOR_UNUSED).await?, &[&sid, &now])
                     .await?
                     .map(|r| r.try_get::<_, bool>(0))
                     .transpose()?

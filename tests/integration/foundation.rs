@@ -172,6 +172,35 @@ async fn migrating_twice_applies_nothing_the_second_time() {
     assert!(second.applied.is_empty());
 }
 
+#[tokio::test]
+async fn the_grace_window_sweeper_reads_an_index_not_the_table() {
+    let db = TestDb::new().await;
+    let conn = db.pool().get().await.unwrap();
+    // Many rotated-and-erased rows, a few still sealed.
+    conn.batch_execute(
+        "INSERT INTO refresh_tokens (refresh_token, expires, rotated_at, successor_sealed)
+         SELECT md5(i::text) || md5((-i)::text), 0, i,
+                CASE WHEN i % 5000 = 0 THEN '\\x00'::bytea END
+           FROM generate_series(1, 20000) AS i;
+         ANALYZE refresh_tokens;",
+    )
+    .await
+    .unwrap();
+    let plan: Vec<String> = conn
+        .query(
+            &format!("EXPLAIN {}", scopegate::tokens::rotate::SWEEP_SEALED),
+            &[&10_000i64],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("refresh_tokens_sealed_idx"), "{plan}");
+}
+
 #[test]
 fn embedded_cluster_starts_is_reused_and_stops() {
     let bins = Binaries::locate().expect("Postgres binaries on this machine");

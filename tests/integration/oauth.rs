@@ -17,6 +17,7 @@ use crate::support::{http, insert_token, spawn_app, spawn_app_via, TestApp};
 pub const CONFIG: &str = r#"
 [login]
 max_failures = 1000
+max_failures_per_ip = 1000
 hash_concurrency = 2
 
 [[routes]]
@@ -126,13 +127,40 @@ pub async fn post_form(app: &TestApp, path: &str, params: &[(&str, &str)]) -> Re
     post_raw(app, path, Some(FORM), encode(params)).await
 }
 
+/// POST a form with `client` (e.g. one bound to another source address,
+/// [`crate::support::http_from`]).
+pub async fn post_form_from(
+    client: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Resp {
+    send(
+        client
+            .post(app.url(path))
+            .header(CONTENT_TYPE, FORM)
+            .body(encode(params)),
+    )
+    .await
+}
+
 pub async fn login(app: &TestApp, username: &str, password: &str) -> Resp {
+    login_from(&http(), app, username, password).await
+}
+
+/// A password login sent with `client`.
+pub async fn login_from(
+    client: &reqwest::Client,
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> Resp {
     let params = [
         ("grant_type", "password"),
         ("username", username),
         ("password", password),
     ];
-    post_form(app, "/oauth/token", &params).await
+    post_form_from(client, app, "/oauth/token", &params).await
 }
 
 pub async fn login_scope(app: &TestApp, username: &str, password: &str, scope: &str) -> Resp {
@@ -441,9 +469,11 @@ async fn requested_scope_must_be_a_subset_of_own_and_role_scopes() {
 
 #[tokio::test]
 async fn throttling_answers_429_before_any_hashing() {
-    let app =
-        spawn_app(&CONFIG.replace("max_failures = 1000", "max_failures = 3\nwindow_secs = 300"))
-            .await;
+    let app = spawn_app(&CONFIG.replace(
+        "max_failures = 1000\nmax_failures_per_ip = 1000",
+        "max_failures = 3\nmax_failures_per_ip = 3\nwindow_secs = 300",
+    ))
+    .await;
     new_account(&app, "nina", "right", &[], &[]).await;
     for _ in 0..3 {
         login(&app, "nina", "wrong")
@@ -469,7 +499,11 @@ async fn throttling_answers_429_before_any_hashing() {
 
 #[tokio::test]
 async fn a_success_resets_the_username_counter() {
-    let app = spawn_app(&CONFIG.replace("max_failures = 1000", "max_failures = 3")).await;
+    let app = spawn_app(&CONFIG.replace(
+        "max_failures = 1000\nmax_failures_per_ip = 1000",
+        "max_failures = 3\nmax_failures_per_ip = 3",
+    ))
+    .await;
     new_account(&app, "olga", "right", &[], &[]).await;
     for _ in 0..2 {
         login(&app, "olga", "wrong")
@@ -482,6 +516,96 @@ async fn a_success_resets_the_username_counter() {
         .await
         .assert_error(400, "invalid_grant");
     assert_eq!(login(&app, "olga", "right").await.status, 429);
+}
+
+/// The `[login]` defaults (5 failures per username, 50 per address), two
+/// hashing threads.
+const DEFAULT_LIMITS: &str = r#"
+[login]
+hash_concurrency = 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correct_logins_in_flight_never_throttle_each_other() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    let users = ["ann", "ben", "cat", "dan"];
+    for u in users {
+        new_account(&app, u, "right", &[], &[]).await;
+    }
+    for round in 0..10 {
+        // 8 at once from one address, two per user: more than any limit
+        // counts, were correct logins in flight counted against it.
+        let logins: Vec<_> = users
+            .iter()
+            .chain(users.iter())
+            .map(|u| {
+                let url = app.url("/oauth/token");
+                let body = encode(&[
+                    ("grant_type", "password"),
+                    ("username", u),
+                    ("password", "right"),
+                ]);
+                tokio::spawn(async move {
+                    send(http().post(url).header(CONTENT_TYPE, FORM).body(body)).await
+                })
+            })
+            .collect();
+        for l in logins {
+            let r = l.await.unwrap();
+            assert_eq!(
+                r.status,
+                200,
+                "round {round}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_users_failures_never_lock_out_another_user_at_the_same_address() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    new_account(&app, "alice", "right", &[], &[]).await;
+    new_account(&app, "bob", "right", &[], &[]).await;
+    let shared = crate::support::http_from("127.0.9.1".parse().unwrap());
+    for _ in 0..5 {
+        login_from(&shared, &app, "alice", "wrong")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    // alice is locked out (per username), from anywhere...
+    assert_eq!(
+        login_from(&shared, &app, "alice", "right").await.status,
+        429
+    );
+    let elsewhere = crate::support::http_from("127.0.9.2".parse().unwrap());
+    assert_eq!(
+        login_from(&elsewhere, &app, "alice", "right").await.status,
+        429
+    );
+    // ... but bob, behind the same address, is not.
+    login_from(&shared, &app, "bob", "right").await.pair();
+}
+
+#[tokio::test]
+async fn an_address_is_throttled_after_max_failures_per_ip() {
+    let app = spawn_app(DEFAULT_LIMITS).await;
+    new_account(&app, "carl", "right", &[], &[]).await;
+    let limit = app.state.config.login.max_failures_per_ip;
+    assert_eq!(limit, 50, "the default");
+    let from = crate::support::http_from("127.0.9.3".parse().unwrap());
+    // One failure per username: no username limit is reached.
+    for i in 0..limit {
+        login_from(&from, &app, &format!("guess{i}"), "x")
+            .await
+            .assert_error(400, "invalid_grant");
+    }
+    let r = login_from(&from, &app, "carl", "right").await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    // Another address is not affected.
+    let other = crate::support::http_from("127.0.9.4".parse().unwrap());
+    login_from(&other, &app, "carl", "right").await.pair();
 }
 
 // ---------------------------------------------------------------------------
@@ -534,6 +658,53 @@ async fn a_login_rehashes_a_password_made_with_other_parameters() {
     login(&app, "olaf", "wrong")
         .await
         .assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_rehash_never_overwrites_a_password_changed_meanwhile() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let app = spawn_app(CONFIG).await;
+    let id = new_account(&app, "oona", "old", &[], &[]).await;
+    let old = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(12288, 3, 1, None).unwrap(),
+    )
+    .hash_password(
+        b"old",
+        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $2 WHERE account_id = $1",
+        &[&id, &old],
+    )
+    .await;
+    // A login verified `old`; the password changes before its rehash lands.
+    store::set_password(
+        &app.state.db,
+        &app.state.oauth.hasher,
+        id,
+        Password::new("new"),
+    )
+    .await
+    .unwrap();
+    let stored = store::upgrade_password_hash(
+        &app.state.db,
+        &app.state.oauth.hasher,
+        id,
+        &old,
+        Password::new("old"),
+    )
+    .await
+    .unwrap();
+    assert!(!stored, "the compare-and-swap on the old hash fails");
+    login(&app, "oona", "old")
+        .await
+        .assert_error(400, "invalid_grant");
+    login(&app, "oona", "new").await.pair();
 }
 
 // ---------------------------------------------------------------------------

@@ -16,8 +16,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[ignore = "a measurement; run on an idle machine with an optimized build"]
 async fn measure_login_rate() {
     let app = spawn_app(&CONFIG.replace(
-        "max_failures = 1000\nhash_concurrency = 2",
-        "max_failures = 1000000000",
+        "max_failures = 1000\nmax_failures_per_ip = 1000\nhash_concurrency = 2",
+        "max_failures = 1000000000\nmax_failures_per_ip = 1000000000",
     ))
     .await;
     new_account(
@@ -84,7 +84,11 @@ async fn measure_login_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run on an idle machine with an optimized build"]
 async fn measure_unknown_user_versus_wrong_password() {
-    let app = spawn_app(&CONFIG.replace("max_failures = 1000", "max_failures = 1000000000")).await;
+    let app = spawn_app(&CONFIG.replace(
+        "max_failures = 1000\nmax_failures_per_ip = 1000",
+        "max_failures = 1000000000\nmax_failures_per_ip = 1000000000",
+    ))
+    .await;
     new_account(&app, "victim", "the real password", &[], &[]).await;
     let client = reqwest::Client::new();
     let attempt = |username: &'static str| {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::watch;
 
-use crate::oauth::{encode, hash_hex, new_account, send, Resp, CONFIG, FORM};
+use crate::oauth::{
+    encode, hash_hex, login_from, new_account, post_form_from, send, Resp, CONFIG, FORM,
+};
 use crate::support::{http_from, spawn_app, TestApp};
 
 /// A client address of its own for trial `n` of test `test`, so the
@@ -24,32 +26,8 @@ fn addr(test: u8, n: usize) -> IpAddr {
     ))
 }
 
-async fn post(client: &reqwest::Client, app: &TestApp, path: &str, form: &[(&str, &str)]) -> Resp {
-    send(
-        client
-            .post(app.url(path))
-            .header(CONTENT_TYPE, FORM)
-            .body(encode(form)),
-    )
-    .await
-}
-
-async fn login(client: &reqwest::Client, app: &TestApp, user: &str, password: &str) -> Resp {
-    post(
-        client,
-        app,
-        "/oauth/token",
-        &[
-            ("grant_type", "password"),
-            ("username", user),
-            ("password", password),
-        ],
-    )
-    .await
-}
-
 async fn refresh(client: &reqwest::Client, app: &TestApp, token: &str) -> Resp {
-    post(
+    post_form_from(
         client,
         app,
         "/oauth/token",
@@ -147,7 +125,7 @@ async fn a_login_racing_a_password_change_never_outlives_it() {
         let client = http_from(addr(2, trial));
         let old = format!("pw-{trial}");
         let new = format!("pw-{}", trial + 1);
-        let (access, _) = login(&client, &app, "rosa", &old).await.pair();
+        let (access, _) = login_from(&client, &app, "rosa", &old).await.pair();
         // Two streams of logins with the old password, until the change
         // has answered: some are verifying while it commits.
         let changed = Arc::new(AtomicBool::new(false));
@@ -160,7 +138,7 @@ async fn a_login_racing_a_password_change_never_outlives_it() {
             streams.push(tokio::spawn(async move {
                 while !changed.load(Ordering::SeqCst) {
                     started.send_modify(|n| *n += 1);
-                    let r = login(&client, &app, "rosa", &old).await;
+                    let r = login_from(&client, &app, "rosa", &old).await;
                     match r.status {
                         200 => {}
                         400 => r.assert_error(400, "invalid_grant"),
@@ -195,7 +173,7 @@ async fn two_password_changes_with_one_token_exactly_one_wins() {
     let mut current = "pw-0".to_owned();
     for trial in 0..TRIALS {
         let client = http_from(addr(3, trial));
-        let (access, _) = login(&client, &app, "pia", &current).await.pair();
+        let (access, _) = login_from(&client, &app, "pia", &current).await.pair();
         let candidates = [format!("a-{trial}"), format!("b-{trial}")];
         let changes: Vec<_> = candidates
             .iter()
@@ -231,13 +209,13 @@ async fn two_password_changes_with_one_token_exactly_one_wins() {
             other => panic!("trial {trial}: the losing change answered {other}"),
         }
         // Only the winner's password works now.
-        login(&client, &app, "pia", &candidates[winner])
+        login_from(&client, &app, "pia", &candidates[winner])
             .await
             .pair();
-        login(&client, &app, "pia", &candidates[loser])
+        login_from(&client, &app, "pia", &candidates[loser])
             .await
             .assert_error(400, "invalid_grant");
-        login(&client, &app, "pia", &current)
+        login_from(&client, &app, "pia", &current)
             .await
             .assert_error(400, "invalid_grant");
         current = candidates[winner].clone();
