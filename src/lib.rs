@@ -40,6 +40,10 @@
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
+//! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
+//!   authorization codes) sits above [`accounts`] and [`tokens`]: a
+//!   client's service account is an account, and deleting a client revokes
+//!   its tokens.
 //! - [`db`] (pool, migrations, embedded Postgres).
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
 //!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
@@ -54,6 +58,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod db;
 pub mod echo;
