@@ -19,6 +19,7 @@ use http::{Response, StatusCode};
 use crate::accounts::password::HashError;
 use crate::accounts::store::StoreError;
 use crate::body::{self, Body};
+use crate::clients::codes::CodeError;
 use crate::db::DbError;
 use crate::tokens::bearer::MalformedCredentials;
 use crate::tokens::cache::TokenError;
@@ -31,6 +32,10 @@ pub const RETRY_AFTER_SECS: u32 = 2;
 /// `Bearer realm="scopegate"`: the challenge without an error code
 /// (RFC 6750 §3.1: no credentials, or another scheme).
 pub const CHALLENGE: &str = "Bearer realm=\"scopegate\"";
+
+/// `Basic realm="scopegate"`: the challenge of a failed client
+/// authentication that used HTTP Basic (RFC 6749 §5.2).
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"scopegate\"";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -78,6 +83,12 @@ pub enum Rejection {
     PayloadTooLarge,
     BadGateway,
     GatewayTimeout,
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`):
+    /// unknown client, wrong or missing secret. `basic`: the client tried
+    /// HTTP Basic, so the answer carries a Basic challenge.
+    InvalidClient {
+        basic: bool,
+    },
     /// RFC 6749 §5.2 error from `/oauth/*` (always `no-store`).
     OAuth {
         status: StatusCode,
@@ -110,7 +121,7 @@ impl Rejection {
             Conflict(_) => StatusCode::CONFLICT,
             InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            MissingCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
+            MissingCredentials | InvalidToken | InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -161,6 +172,7 @@ impl Rejection {
             PayloadTooLarge => ("payload_too_large", "the request body is too large"),
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
+            InvalidClient { .. } => ("invalid_client", "client authentication failed"),
             OAuth {
                 error, description, ..
             } => (error, description),
@@ -177,6 +189,9 @@ impl Rejection {
             Rejection::InvalidAuthRequest(_) => Some(HeaderValue::from_static(
                 "Bearer realm=\"scopegate\", error=\"invalid_request\"",
             )),
+            Rejection::InvalidClient { basic: true } => {
+                Some(HeaderValue::from_static(BASIC_CHALLENGE))
+            }
             Rejection::InsufficientScope { scope } => {
                 let mut v =
                     String::from("Bearer realm=\"scopegate\", error=\"insufficient_scope\"");
@@ -216,7 +231,7 @@ impl Rejection {
             | Rejection::TooManyRequests { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            Rejection::OAuth { .. } => {
+            Rejection::OAuth { .. } | Rejection::InvalidClient { .. } => {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
@@ -256,6 +271,18 @@ impl From<DbError> for Rejection {
             }
             DbError::Query(q) => {
                 tracing::error!(error = %crate::db::pg_error_text(&q), "database query failed");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
+impl From<CodeError> for Rejection {
+    fn from(e: CodeError) -> Self {
+        match e {
+            CodeError::Db(e) => e.into(),
+            CodeError::Random(e) => {
+                tracing::error!(error = %e, "cannot generate an authorization code");
                 Rejection::Internal
             }
         }
@@ -402,6 +429,20 @@ mod tests {
         assert!(header(&r, header::WWW_AUTHENTICATE)
             .unwrap()
             .contains("invalid_request"));
+    }
+
+    #[test]
+    fn invalid_client_challenges_only_after_basic() {
+        let r = Rejection::InvalidClient { basic: true }.into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            header(&r, header::WWW_AUTHENTICATE).unwrap(),
+            BASIC_CHALLENGE
+        );
+        assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
+        let r = Rejection::InvalidClient { basic: false }.into_response();
+        assert_eq!(r.status(), 401);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]
