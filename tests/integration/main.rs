@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 mod admin_effects;
 mod cli;
+mod clients;
 mod dev;
 mod foundation;
 mod front_door;
