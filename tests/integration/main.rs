@@ -9,6 +9,7 @@ mod admin;
 mod admin_effects;
 mod cli;
 mod clients;
+mod clients_authorize;
 mod dev;
 mod foundation;
 mod front_door;
