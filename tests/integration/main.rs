@@ -10,6 +10,7 @@ mod admin_effects;
 mod cli;
 mod clients;
 mod clients_authorize;
+mod clients_browser;
 mod dev;
 mod foundation;
 mod front_door;
