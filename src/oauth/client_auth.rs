@@ -109,6 +109,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Re
     }
 }
 
+/// Did the request try HTTP Basic (so a 401 carries the Basic challenge)?
+pub fn basic_used(headers: &HeaderMap) -> bool {
+    headers.get(AUTHORIZATION).is_some_and(|v| {
+        v.as_bytes()
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"basic "))
+    })
+}
+
 /// Authenticate the client of a request whose form is `form` (see the
 /// module documentation for the rules).
 pub async fn authenticate(

@@ -53,22 +53,14 @@ pub async fn check(
         find_login(&conn, &username).await
     }
     .await;
-    let record = match record {
-        Ok(r) => r,
-        Err(e) => {
-            oauth.throttle.abandoned(attempt);
-            return Err(Rejection::from(e).into());
-        }
-    };
+    // An early return drops `attempt` undecided: it does not count.
+    let record = record.map_err(Rejection::from)?;
     let verified = match &record {
         Some(r) => oauth.hasher.verify(raw_password, &r.password_hash).await,
         None => oauth.hasher.verify_dummy(raw_password).await,
     };
     match (verified, record) {
-        (Err(e), _) => {
-            oauth.throttle.abandoned(attempt);
-            Err(Rejection::from(e).into())
-        }
+        (Err(e), _) => Err(Rejection::from(e).into()),
         (Ok(true), Some(r)) if r.is_active => {
             oauth.throttle.succeeded(attempt);
             Ok(r)

@@ -25,6 +25,7 @@
 pub mod account;
 pub mod authorize;
 pub mod client_auth;
+pub mod client_grants;
 pub mod form;
 pub mod introspect;
 pub mod login;
@@ -291,6 +292,17 @@ impl OAuth {
     async fn read_form(&self, req: Request<Incoming>) -> Result<Form, Rejection> {
         let (parts, body) = req.into_parts();
         Form::read(&parts.headers, body, self.body_deadline).await
+    }
+
+    /// The request's head and form body (for client authentication, which
+    /// looks at both).
+    async fn read_form_parts(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(http::request::Parts, Form), Rejection> {
+        let (parts, body) = req.into_parts();
+        let form = Form::read(&parts.headers, body, self.body_deadline).await?;
+        Ok((parts, form))
     }
 
     /// The caller of a Bearer-protected endpoint, validated like any

@@ -65,35 +65,80 @@ pub(super) async fn revoke_family(
     Ok(hashes(&rows))
 }
 
-/// Revoke an access token by its hash. `true` if it existed.
-pub async fn revoke_access(pool: &Pool, token_hash: &TokenHash) -> Result<bool, IssueError> {
+/// Who may revoke a token (RFC 7009 §2.1): one issued through a
+/// confidential client only that client (`$2`, the authenticated caller's
+/// client); any other whoever presents it.
+const MAY_REVOKE: &str = "(r.client_pk IS NULL OR r.client_pk = $2
+     OR r.client_pk IN (SELECT c.client_pk FROM clients c WHERE c.secret_hash IS NULL))";
+
+/// Revoke an access token by its hash, if `caller` (the authenticated
+/// client, if any) may ([`MAY_REVOKE`]). `true` if it did.
+pub async fn revoke_access(
+    pool: &Pool,
+    token_hash: &TokenHash,
+    caller: Option<i32>,
+) -> Result<bool, IssueError> {
     let conn = pool.get().await?;
     let n = conn
         .execute(
-            "UPDATE access_tokens SET active = FALSE WHERE token = $1",
-            &[&hash_hex(token_hash)],
+            &format!(
+                "UPDATE access_tokens r SET active = FALSE WHERE r.token = $1 AND {MAY_REVOKE}"
+            ),
+            &[&hash_hex(token_hash), &caller],
         )
         .await?;
     Ok(n > 0)
 }
 
-const FIND_FAMILY: &str = "
-SELECT COALESCE(r.family_id, r.refresh_token_id), ar.account_id
-  FROM refresh_tokens r
-  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
- WHERE r.refresh_token = $1";
+/// Revoke the family of the refresh token with this row id (what an
+/// authorization code issued, when the code is used again), taking the
+/// family's locks first. Returns the revoked access tokens' hashes.
+pub async fn revoke_family_of(
+    tx: &Transaction<'_>,
+    refresh_token_id: i64,
+) -> Result<Vec<TokenHash>, IssueError> {
+    let find = tx
+        .prepare_cached(
+            "SELECT COALESCE(r.family_id, r.refresh_token_id), ar.account_id
+               FROM refresh_tokens r
+               JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+              WHERE r.refresh_token_id = $1",
+        )
+        .await?;
+    let Some(row) = tx.query_opt(&find, &[&refresh_token_id]).await? else {
+        return Ok(Vec::new());
+    };
+    let family: i64 = row.try_get(0)?;
+    let account_id: i32 = row.try_get(1)?;
+    lock_family(tx, account_id, family).await?;
+    revoke_family(tx, family).await
+}
+
+fn find_family() -> String {
+    format!(
+        "SELECT COALESCE(r.family_id, r.refresh_token_id), ar.account_id
+           FROM refresh_tokens r
+           JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+          WHERE r.refresh_token = $1 AND {MAY_REVOKE}"
+    )
+}
 
 /// Revoke a refresh token and, with it, its whole family (every refresh
 /// token descended from the same login and every access token issued with
-/// them). Returns the revoked access tokens' hashes (empty when unknown).
+/// them), if `caller` may ([`MAY_REVOKE`]). Returns the revoked access
+/// tokens' hashes (empty when unknown or not the caller's to revoke).
 pub async fn revoke_refresh(
     pool: &Pool,
     token_hash: &TokenHash,
+    caller: Option<i32>,
 ) -> Result<Vec<TokenHash>, IssueError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
-    let find = tx.prepare_cached(FIND_FAMILY).await?;
-    let Some(row) = tx.query_opt(&find, &[&hash_hex(token_hash)]).await? else {
+    let find = tx.prepare_cached(&find_family()).await?;
+    let Some(row) = tx
+        .query_opt(&find, &[&hash_hex(token_hash), &caller])
+        .await?
+    else {
         return Ok(Vec::new());
     };
     let family: i64 = row.try_get(0)?;

@@ -67,5 +67,8 @@ async fn authlib_and_requests_oauthlib_complete_every_flow() {
         "the Python flows failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all flows passed"), "{stdout}");
-    assert!(stdout.lines().filter(|l| l.starts_with("ok: ")).count() >= 20, "{stdout}");
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count() >= 20,
+        "{stdout}"
+    );
 }

@@ -12,6 +12,7 @@ mod clients;
 mod clients_authorize;
 mod clients_browser;
 mod clients_python;
+mod clients_tokens;
 mod dev;
 mod foundation;
 mod front_door;

@@ -43,12 +43,13 @@ use hyper::body::Incoming;
 use super::form::Form;
 use super::login::{self, LoginFailure};
 use super::{require_method, OAuth, OAuthStats};
+use crate::accounts::scopes::effective_scopes;
 use crate::accounts::Password;
 use crate::body::{self, Body};
 use crate::clients::codes::{self, NewCode};
 use crate::clients::redirect::with_params;
 use crate::clients::store::{self, Registered};
-use crate::db::unix_now;
+use crate::db::{unix_now, DbError};
 use crate::error::Rejection;
 use crate::request::RequestCtx;
 use csrf::CsrfKey;
@@ -364,8 +365,12 @@ async fn submit(
         }
         Err(LoginFailure::Refused(other)) => return Err(other),
     };
-    let scope_ids: Vec<i32> = record
-        .scopes
+    let held = async {
+        let conn = oauth.db.get().await.map_err(DbError::from)?;
+        effective_scopes(&conn, record.account_id).await
+    }
+    .await?;
+    let scope_ids: Vec<i32> = held
         .iter()
         .filter(|s| match &valid.scopes {
             Some(requested) => requested.contains(&s.value),
