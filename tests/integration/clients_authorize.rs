@@ -374,7 +374,8 @@ async fn the_anti_csrf_token_is_required_bound_to_the_request_and_the_browser() 
         .find(|(k, _)| k == "csrf")
         .unwrap()
         .1;
-    let cases: Vec<(&str, Vec<(String, String)>, Option<String>)> = vec![
+    type Case<'a> = (&'a str, Vec<(String, String)>, Option<String>);
+    let cases: Vec<Case> = vec![
         ("missing", without("csrf"), Some(cookie.clone())),
         ("forged", replace("csrf", &forged), Some(cookie.clone())),
         ("garbage", replace("csrf", "<x>"), Some(cookie.clone())),

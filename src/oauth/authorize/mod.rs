@@ -231,17 +231,29 @@ fn raw_params(params: &Form) -> [&str; 7] {
     PARAMS.map(|name| params.get(name).unwrap_or(""))
 }
 
+/// A request the login page is shown for.
+struct Shown<'a> {
+    client: &'a Registered,
+    params: &'a Form,
+    valid: &'a Valid,
+    /// The browser's nonce (cookie).
+    nonce: &'a str,
+}
+
 /// The login page for this request, with a fresh anti-CSRF token.
 fn login_page(
     oauth: &OAuth,
     status: StatusCode,
-    client: &Registered,
-    params: &Form,
-    valid: &Valid,
-    nonce: &str,
+    shown: &Shown<'_>,
     username: &str,
     error: Option<&str>,
 ) -> Response<Body> {
+    let Shown {
+        client,
+        params,
+        valid,
+        nonce,
+    } = *shown;
     let raw = raw_params(params);
     let token = oauth.authorize.csrf.token(unix_now(), nonce, &raw);
     let mut hidden: Vec<(&str, &str)> = PARAMS
@@ -283,16 +295,13 @@ async fn show(oauth: &OAuth, req: Request<Incoming>) -> Result<Response<Body>, R
         Some(n) => n,
         None => csrf::new_nonce().map_err(|_| Rejection::Internal)?,
     };
-    Ok(login_page(
-        oauth,
-        StatusCode::OK,
-        &client,
-        &params,
-        &valid,
-        &nonce,
-        "",
-        None,
-    ))
+    let shown = Shown {
+        client: &client,
+        params: &params,
+        valid: &valid,
+        nonce: &nonce,
+    };
+    Ok(login_page(oauth, StatusCode::OK, &shown, "", None))
 }
 
 async fn submit(
@@ -328,18 +337,13 @@ async fn submit(
         Err(e) => return redirect_error(oauth, &redirect_uri, e, form.get("state")),
     };
     let username = form.get("username").unwrap_or("");
-    let page_again = |status, error| {
-        login_page(
-            oauth,
-            status,
-            &client,
-            &form,
-            &valid,
-            &nonce,
-            username,
-            Some(error),
-        )
+    let shown = Shown {
+        client: &client,
+        params: &form,
+        valid: &valid,
+        nonce: &nonce,
     };
+    let page_again = |status, error| login_page(oauth, status, &shown, username, Some(error));
     let Some(password) = form.get("password").filter(|_| !username.is_empty()) else {
         return Ok(page_again(
             StatusCode::OK,
