@@ -48,7 +48,7 @@ CREATE TABLE authorization_codes (
     expires          BIGINT NOT NULL,
     created          BIGINT NOT NULL,
     used_at          BIGINT,                    -- set on the first (and only) exchange
-    refresh_token_id BIGINT REFERENCES refresh_tokens (refresh_token_id) ON UPDATE CASCADE ON DELETE SET NULL
+    refresh_token_id BIGINT REFERENCES refresh_tokens (refresh_token_id) ON UPDATE CASCADE ON DELETE CASCADE
 );
 CREATE INDEX authorization_codes_expires_idx ON authorization_codes (expires);
 CREATE INDEX authorization_codes_client_idx ON authorization_codes (client_pk);
@@ -61,9 +61,11 @@ CREATE TABLE authorization_code_scopes (
     UNIQUE (code_id, scope_id)
 );
 
+-- Deleting a client deletes what was issued through it (`client delete`
+-- revokes it first, so every replica hears of it like any revocation).
 ALTER TABLE access_tokens
-    ADD COLUMN client_pk INTEGER REFERENCES clients (client_pk) ON UPDATE CASCADE ON DELETE SET NULL;
+    ADD COLUMN client_pk INTEGER REFERENCES clients (client_pk) ON UPDATE CASCADE ON DELETE CASCADE;
 ALTER TABLE refresh_tokens
-    ADD COLUMN client_pk INTEGER REFERENCES clients (client_pk) ON UPDATE CASCADE ON DELETE SET NULL;
+    ADD COLUMN client_pk INTEGER REFERENCES clients (client_pk) ON UPDATE CASCADE ON DELETE CASCADE;
 CREATE INDEX access_tokens_client_idx ON access_tokens (client_pk);
 CREATE INDEX refresh_tokens_client_idx ON refresh_tokens (client_pk);

@@ -338,8 +338,9 @@ UPDATE access_tokens SET active = FALSE
 RETURNING token";
 
 /// Delete a client: every token issued through it (and every token of
-/// its service account) is revoked, its codes, scopes and redirect URIs
-/// go, and so does its service account. Returns the client as it was and
+/// its service account) is revoked — so every replica hears of it like
+/// any revocation — and then deleted with it (foreign keys cascade), with
+/// its codes, scopes, redirect URIs and service account. Returns the client as it was and
 /// the hashes of the access tokens revoked (for the caller's cache).
 pub async fn delete(pool: &Pool, id: i32) -> Result<(Client, Vec<TokenHash>), ClientError> {
     let mut conn = pool.get().await?;
