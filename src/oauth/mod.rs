@@ -213,7 +213,6 @@ impl OAuth {
             }
             _ => None,
         };
-        let (issuer, password_grant, code_ttl) = oauth_settings(config);
         OAuth {
             db: db.clone(),
             tokens,
@@ -222,8 +221,8 @@ impl OAuth {
             stats: OAuthStats::default(),
             endpoint_stats: std::array::from_fn(|_| RouteStats::default()),
             ttl: config.tokens.clone(),
-            authorize: authorize::Settings::new(issuer, code_ttl),
-            password_grant,
+            authorize: authorize::Settings::new(config.oauth.issuer.clone(), config.oauth.code_ttl),
+            password_grant: config.oauth.password_grant,
             body_deadline: config.server.request_timeout.min(Duration::from_secs(30)),
             _sweeper: sweeper,
         }
@@ -320,16 +319,6 @@ impl OAuth {
         ctx.identity = Some(identity.clone());
         Ok(identity)
     }
-}
-
-/// `[oauth]`: the issuer (default `http://` + `server.listen`), whether the
-/// password grant is on, and the authorization codes' lifetime.
-fn oauth_settings(config: &Config) -> (String, bool, Duration) {
-    (
-        format!("http://{}", config.server.listen),
-        true,
-        Duration::from_secs(60),
-    )
 }
 
 /// 405 unless the method is `allowed` (`allow` is the `Allow` value).

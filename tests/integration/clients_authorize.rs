@@ -548,3 +548,50 @@ async fn metadata_follows_rfc8414() {
     let scopes = m["scopes_supported"].as_array().unwrap();
     assert!(scopes.contains(&serde_json::json!("scopegate:admin")));
 }
+
+#[tokio::test]
+async fn the_oauth_section_sets_the_issuer_and_can_remove_the_password_grant() {
+    let app = spawn_app(&format!(
+        "[oauth]\nissuer = \"https://login.example.com\"\npassword_grant = false\ncode_ttl_secs = 30\n{CONFIG}"
+    ))
+    .await;
+    let client = setup(&app).await;
+    let m = send(browser().get(app.url("/.well-known/oauth-authorization-server")))
+        .await
+        .json();
+    assert_eq!(m["issuer"], "https://login.example.com");
+    assert_eq!(m["token_endpoint"], "https://login.example.com/oauth/token");
+    let grants = m["grant_types_supported"].as_array().unwrap();
+    assert!(
+        !grants.contains(&serde_json::json!("password")),
+        "{grants:?}"
+    );
+    assert!(grants.contains(&serde_json::json!("client_credentials")));
+    // The token endpoint no longer knows the grant (RFC 9700 §2.4).
+    let r = crate::oauth::login(&app, "alice", "correct horse").await;
+    r.assert_error(400, "unsupported_grant_type");
+    assert!(!String::from_utf8_lossy(&r.body).contains("password"));
+    // `iss` in the redirect is the configured issuer; the cookie is Secure.
+    let page = get_authorize(&app, &request(&client, "s")).await;
+    assert!(page.header("set-cookie").unwrap().contains("; Secure"));
+    let r = post_login(
+        &app,
+        &hidden_fields(&String::from_utf8(page.body.clone()).unwrap()),
+        Some(&cookie(&page)),
+        "alice",
+        "correct horse",
+    )
+    .await;
+    assert_eq!(
+        param(&location_params(&r), "iss"),
+        Some("https://login.example.com")
+    );
+    // Codes live code_ttl_secs.
+    let conn = app.db.pool().get().await.unwrap();
+    let ttl: i64 = conn
+        .query_one("SELECT expires - created FROM authorization_codes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ttl, 30);
+}
