@@ -11,6 +11,7 @@ mod cli;
 mod clients;
 mod clients_authorize;
 mod clients_browser;
+mod clients_measure;
 mod clients_python;
 mod clients_tokens;
 mod dev;
