@@ -1,5 +1,5 @@
 //! Checking a username and password for the login page, with the same
-//! rules as the password grant (`docs/security.md`, "Logins"): the
+//! rules as the password grant (`docs/security.md`, "Brute force and login floods"): the
 //! throttle per normalized username and per client address first (429
 //! before any database or hashing work), over-long passwords and
 //! impossible usernames fail at once, one query for the account, argon2

@@ -1,6 +1,6 @@
 //! `GET` and `POST /oauth/authorize`: the authorization code flow with
 //! PKCE (RFC 6749 §4.1, RFC 7636, as OAuth 2.1 profiles it;
-//! `docs/http.md`, "Authorization code with PKCE").
+//! `docs/http.md`, "GET /oauth/authorize" and "POST /oauth/authorize").
 //!
 //! In order, for both methods:
 //! 1. **The client and the redirect URI, before anything else.** An
