@@ -37,13 +37,12 @@
 //!   `/oauth/*` endpoints), [`gateway`] (the proxy phases).
 //! - [`request`] (the per-request context and the log phase) and [`error`]
 //!   (rejections and their responses).
+//! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
+//!   authorization codes), above the next two: a client's service account
+//!   is an account, and deleting a client revokes its tokens.
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
-//! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
-//!   authorization codes) sits above [`accounts`] and [`tokens`]: a
-//!   client's service account is an account, and deleting a client revokes
-//!   its tokens.
 //! - [`db`] (pool, migrations, embedded Postgres).
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
 //!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
