@@ -34,7 +34,8 @@
 //!   graceful drain).
 //! - [`proxy`] (the proxy listener's front door), [`admin`] (the admin
 //!   listener: health, metrics, OpenAPI, the admin API), [`oauth`] (the
-//!   `/oauth/*` endpoints), [`gateway`] (the proxy phases).
+//!   `/oauth/*` endpoints, the login page, the `/.well-known` metadata,
+//!   client authentication), [`gateway`] (the proxy phases).
 //! - [`request`] (the per-request context and the log phase) and [`error`]
 //!   (rejections and their responses).
 //! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
