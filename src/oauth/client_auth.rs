@@ -236,5 +236,11 @@ mod tests {
     fn other_schemes_are_not_client_authentication() {
         assert_eq!(basic("Bearer sga_x").unwrap(), None);
         assert_eq!(basic_credentials(&HeaderMap::new()).unwrap(), None);
+        let mut h = HeaderMap::new();
+        assert!(!basic_used(&h));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("bAsIc eDo="));
+        assert!(basic_used(&h));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(!basic_used(&h));
     }
 }
