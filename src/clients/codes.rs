@@ -29,7 +29,8 @@ use subtle::ConstantTimeEq;
 use super::secret::{self, Secret};
 use super::store::ClientScope;
 use crate::db::{classify, unix_now, DbError};
-use crate::tokens::TokenHash;
+use crate::tokens::issue::IssueError;
+use crate::tokens::{revoke, TokenHash};
 
 /// `S256` (RFC 7636 §4.2): the only method accepted.
 pub const S256: &str = "S256";
@@ -199,19 +200,6 @@ SELECT k.code_id, k.client_pk, k.account_id, k.redirect_uri, k.code_challenge, k
  WHERE k.code = $1
    FOR UPDATE OF k";
 
-const REVOKE_ISSUED: &str = "
-WITH fam AS (
-    UPDATE refresh_tokens SET active = FALSE, successor_sealed = NULL
-     WHERE family_id = (SELECT COALESCE(family_id, refresh_token_id) FROM refresh_tokens WHERE refresh_token_id = $1)
-        OR refresh_token_id = $1
-    RETURNING refresh_token_id
-)
-UPDATE access_tokens t SET active = FALSE
-  FROM refresh_token_tokens rtt
- WHERE rtt.access_token_id = t.token_id
-   AND rtt.refresh_token_id IN (SELECT refresh_token_id FROM fam)
-RETURNING t.token";
-
 /// Present `code` for `client_pk`, with the `redirect_uri` and
 /// `code_verifier` of the token request.
 pub async fn redeem<'a>(
@@ -220,7 +208,7 @@ pub async fn redeem<'a>(
     client_pk: i32,
     redirect_uri: &str,
     code_verifier: &str,
-) -> Result<Redeem<'a>, DbError> {
+) -> Result<Redeem<'a>, IssueError> {
     if !secret::is_code(code) {
         return Ok(Redeem::Invalid);
     }
@@ -263,19 +251,7 @@ pub async fn redeem<'a>(
     ) = get(&row).map_err(classify)?;
     if used_at.is_some() {
         let revoked = match issued {
-            Some(refresh_id) => {
-                let rows = tx
-                    .query(REVOKE_ISSUED, &[&refresh_id])
-                    .await
-                    .map_err(classify)?;
-                rows.iter()
-                    .filter_map(|r| r.try_get::<_, String>(0).ok())
-                    .filter_map(|h| {
-                        let mut out = [0u8; 32];
-                        hex::decode_to_slice(h.trim(), &mut out).ok().map(|()| out)
-                    })
-                    .collect()
-            }
+            Some(refresh_id) => revoke::revoke_family_of(&tx, refresh_id).await?,
             None => Vec::new(),
         };
         tx.commit().await.map_err(classify)?;
