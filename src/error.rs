@@ -20,6 +20,7 @@ use crate::accounts::password::HashError;
 use crate::accounts::store::StoreError;
 use crate::body::{self, Body};
 use crate::clients::codes::CodeError;
+use crate::clients::store::ClientError;
 use crate::db::DbError;
 use crate::tokens::bearer::MalformedCredentials;
 use crate::tokens::cache::TokenError;
@@ -317,6 +318,32 @@ impl From<HashError> for Rejection {
 }
 
 impl Rejection {
+    /// The client registry's errors as the admin API answers them: 404
+    /// unknown, 409 duplicate, 422 invalid field (named).
+    pub fn from_client_store(e: ClientError) -> Rejection {
+        match e {
+            ClientError::Db(e) => e.into(),
+            ClientError::Random(e) => {
+                tracing::error!(error = %e, "cannot generate a client id or secret");
+                Rejection::Internal
+            }
+            ClientError::InvalidField { field, message } => {
+                Rejection::InvalidField(format!("{field}: {message}").into())
+            }
+            ClientError::UnknownScope(_) => {
+                Rejection::InvalidField("scopes: no scope has this value".into())
+            }
+            ClientError::Duplicate(_) => {
+                Rejection::Conflict("name: a client with this name already exists")
+            }
+            ClientError::AccountTaken(_) => Rejection::Conflict(
+                "name: an account holds the service account's name (client:<name>)",
+            ),
+            ClientError::UnknownClient(_) => Rejection::UnknownResource("no client has this id"),
+            ClientError::Public(_) => Rejection::Conflict("a public client has no secret"),
+        }
+    }
+
     /// A store failure as the admin API answers it: 404 for an unknown id,
     /// 409 for a duplicate, 422 for an invalid value (naming the field),
     /// and the database or hashing pool failing as everywhere else.

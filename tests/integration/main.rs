@@ -9,6 +9,7 @@ mod admin;
 mod admin_effects;
 mod cli;
 mod clients;
+mod clients_admin;
 mod clients_authorize;
 mod clients_browser;
 mod clients_measure;
