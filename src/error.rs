@@ -19,6 +19,8 @@ use http::{Response, StatusCode};
 use crate::accounts::password::HashError;
 use crate::accounts::store::StoreError;
 use crate::body::{self, Body};
+use crate::clients::codes::CodeError;
+use crate::clients::store::ClientError;
 use crate::db::DbError;
 use crate::tokens::bearer::MalformedCredentials;
 use crate::tokens::cache::TokenError;
@@ -31,6 +33,10 @@ pub const RETRY_AFTER_SECS: u32 = 2;
 /// `Bearer realm="scopegate"`: the challenge without an error code
 /// (RFC 6750 §3.1: no credentials, or another scheme).
 pub const CHALLENGE: &str = "Bearer realm=\"scopegate\"";
+
+/// `Basic realm="scopegate"`: the challenge of a failed client
+/// authentication that used HTTP Basic (RFC 6749 §5.2).
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"scopegate\"";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
@@ -78,6 +84,12 @@ pub enum Rejection {
     PayloadTooLarge,
     BadGateway,
     GatewayTimeout,
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`):
+    /// unknown client, wrong or missing secret. `basic`: the client tried
+    /// HTTP Basic, so the answer carries a Basic challenge.
+    InvalidClient {
+        basic: bool,
+    },
     /// RFC 6749 §5.2 error from `/oauth/*` (always `no-store`).
     OAuth {
         status: StatusCode,
@@ -110,7 +122,7 @@ impl Rejection {
             Conflict(_) => StatusCode::CONFLICT,
             InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            MissingCredentials | InvalidToken => StatusCode::UNAUTHORIZED,
+            MissingCredentials | InvalidToken | InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -161,6 +173,7 @@ impl Rejection {
             PayloadTooLarge => ("payload_too_large", "the request body is too large"),
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
+            InvalidClient { .. } => ("invalid_client", "client authentication failed"),
             OAuth {
                 error, description, ..
             } => (error, description),
@@ -177,6 +190,9 @@ impl Rejection {
             Rejection::InvalidAuthRequest(_) => Some(HeaderValue::from_static(
                 "Bearer realm=\"scopegate\", error=\"invalid_request\"",
             )),
+            Rejection::InvalidClient { basic: true } => {
+                Some(HeaderValue::from_static(BASIC_CHALLENGE))
+            }
             Rejection::InsufficientScope { scope } => {
                 let mut v =
                     String::from("Bearer realm=\"scopegate\", error=\"insufficient_scope\"");
@@ -216,7 +232,7 @@ impl Rejection {
             | Rejection::TooManyRequests { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            Rejection::OAuth { .. } => {
+            Rejection::OAuth { .. } | Rejection::InvalidClient { .. } => {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
@@ -262,6 +278,18 @@ impl From<DbError> for Rejection {
     }
 }
 
+impl From<CodeError> for Rejection {
+    fn from(e: CodeError) -> Self {
+        match e {
+            CodeError::Db(e) => e.into(),
+            CodeError::Random(e) => {
+                tracing::error!(error = %e, "cannot generate an authorization code");
+                Rejection::Internal
+            }
+        }
+    }
+}
+
 impl From<IssueError> for Rejection {
     fn from(e: IssueError) -> Self {
         match e {
@@ -290,6 +318,32 @@ impl From<HashError> for Rejection {
 }
 
 impl Rejection {
+    /// The client registry's errors as the admin API answers them: 404
+    /// unknown, 409 duplicate, 422 invalid field (named).
+    pub fn from_client_store(e: ClientError) -> Rejection {
+        match e {
+            ClientError::Db(e) => e.into(),
+            ClientError::Random(e) => {
+                tracing::error!(error = %e, "cannot generate a client id or secret");
+                Rejection::Internal
+            }
+            ClientError::InvalidField { field, message } => {
+                Rejection::InvalidField(format!("{field}: {message}").into())
+            }
+            ClientError::UnknownScope(_) => {
+                Rejection::InvalidField("scopes: no scope has this value".into())
+            }
+            ClientError::Duplicate(_) => {
+                Rejection::Conflict("name: a client with this name already exists")
+            }
+            ClientError::AccountTaken(_) => Rejection::Conflict(
+                "name: an account holds the service account's name (client:<name>)",
+            ),
+            ClientError::UnknownClient(_) => Rejection::UnknownResource("no client has this id"),
+            ClientError::Public(_) => Rejection::Conflict("a public client has no secret"),
+        }
+    }
+
     /// A store failure as the admin API answers it: 404 for an unknown id,
     /// 409 for a duplicate, 422 for an invalid value (naming the field),
     /// and the database or hashing pool failing as everywhere else.
@@ -402,6 +456,20 @@ mod tests {
         assert!(header(&r, header::WWW_AUTHENTICATE)
             .unwrap()
             .contains("invalid_request"));
+    }
+
+    #[test]
+    fn invalid_client_challenges_only_after_basic() {
+        let r = Rejection::InvalidClient { basic: true }.into_response();
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            header(&r, header::WWW_AUTHENTICATE).unwrap(),
+            BASIC_CHALLENGE
+        );
+        assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
+        let r = Rejection::InvalidClient { basic: false }.into_response();
+        assert_eq!(r.status(), 401);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

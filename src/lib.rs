@@ -34,9 +34,13 @@
 //!   graceful drain).
 //! - [`proxy`] (the proxy listener's front door), [`admin`] (the admin
 //!   listener: health, metrics, OpenAPI, the admin API), [`oauth`] (the
-//!   `/oauth/*` endpoints), [`gateway`] (the proxy phases).
+//!   `/oauth/*` endpoints, the login page, the `/.well-known` metadata,
+//!   client authentication), [`gateway`] (the proxy phases).
 //! - [`request`] (the per-request context and the log phase) and [`error`]
 //!   (rejections and their responses).
+//! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
+//!   authorization codes), above the next two: a client's service account
+//!   is an account, and deleting a client revokes its tokens.
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
@@ -54,6 +58,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod db;
 pub mod echo;

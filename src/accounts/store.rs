@@ -379,14 +379,31 @@ pub async fn set_password(
     let phc = hasher.hash(password).await?;
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
+    // An OAuth client's service account never gets a password: its
+    // password column stays a value no PHC parser accepts.
     let n = tx
         .execute(
-            "UPDATE accounts SET password = $2 WHERE account_id = $1",
+            "UPDATE accounts SET password = $2 WHERE account_id = $1
+                AND NOT EXISTS (SELECT 1 FROM clients c WHERE c.account_id = $1)",
             &[&account_id, &phc],
         )
         .await?;
     if n == 0 {
-        return Err(StoreError::UnknownAccount(format!("#{account_id}")));
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE account_id = $1",
+                &[&account_id],
+            )
+            .await?
+            .is_some();
+        return Err(if exists {
+            StoreError::InvalidField {
+                field: "password",
+                message: "the service account of an OAuth client cannot have a password".into(),
+            }
+        } else {
+            StoreError::UnknownAccount(format!("#{account_id}"))
+        });
     }
     let revoked = revoke::revoke_account(&tx, account_id).await?;
     tx.commit().await?;

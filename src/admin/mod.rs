@@ -18,6 +18,7 @@
 //!
 //! - [`accounts`]: `/admin/accounts` and its grants and tokens;
 //! - [`catalog`]: `/admin/scopes`, `/admin/roles`;
+//! - [`clients`]: `/admin/clients` (over [`crate::clients::store`]);
 //! - [`json`]: bodies, fields, pagination, answers.
 //!
 //! Every change is logged as an audit event (target `scopegate::audit`:
@@ -29,6 +30,7 @@
 
 pub mod accounts;
 pub mod catalog;
+pub mod clients;
 pub mod json;
 pub mod metrics;
 
@@ -158,6 +160,7 @@ impl Admin {
             Some("accounts") => accounts::handle(self, caller, &segments[1..], req).await,
             Some("scopes") => catalog::scopes(self, caller, &segments[1..], req).await,
             Some("roles") => catalog::roles(self, caller, &segments[1..], req).await,
+            Some("clients") => clients::handle(self, caller, &segments[1..], req).await,
             _ => Err(Rejection::UnknownResource("no such admin resource")),
         }
     }

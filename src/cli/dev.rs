@@ -210,6 +210,13 @@ async fn run_dev(config: Config) -> CliResult {
     eprintln!("  demo upstream  http://{echo_addr}");
     eprintln!();
     eprint!("{}", walkthrough(proxy));
+    match demo_client(app.state(), echo_addr).await {
+        Ok(client_id) => eprint!(
+            "{}",
+            code_walkthrough(&app.state().config.oauth.issuer, &client_id, echo_addr)
+        ),
+        Err(e) => eprintln!("warning: cannot register the demo OAuth client: {e}"),
+    }
     eprintln!("Press Ctrl-C to stop.");
     let mut app_stop = stop_rx;
     let run = tokio::spawn(app.run(async move {
@@ -224,6 +231,68 @@ async fn run_dev(config: Config) -> CliResult {
     })
     .await;
     Ok(())
+}
+
+/// The demo public client's name.
+pub const DEMO_CLIENT: &str = "demo-app";
+
+/// Register the demo public client (`demo-app`, allowed `scopegate:admin`,
+/// redirected to the echo upstream's `/callback`), or reuse it. Returns
+/// its `client_id`.
+async fn demo_client(
+    state: &crate::app::State,
+    echo: SocketAddr,
+) -> Result<String, crate::clients::store::ClientError> {
+    use crate::clients::store;
+    let redirect = format!("http://{echo}/callback");
+    if let Some(c) = store::find(&state.db, DEMO_CLIENT).await? {
+        if c.public && c.redirect_uris.contains(&redirect) {
+            return Ok(c.client_id);
+        }
+        // The echo moved (another port): register the client afresh.
+        store::delete(&state.db, c.id).await?;
+    }
+    let created = store::create(
+        &state.db,
+        store::NewClient {
+            name: DEMO_CLIENT.into(),
+            scopes: vec![crate::accounts::bootstrap::ADMIN_SCOPE.into()],
+            redirect_uris: vec![redirect],
+            public: true,
+        },
+    )
+    .await?;
+    eprintln!(
+        "registered the demo public OAuth client {DEMO_CLIENT} ({})",
+        created.client.client_id
+    );
+    Ok(created.client.client_id)
+}
+
+/// The authorization code flow with PKCE, for the demo client. The
+/// verifier is RFC 7636 Appendix B's: fine for a demo, never for an app.
+fn code_walkthrough(issuer: &str, client_id: &str, echo: SocketAddr) -> String {
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let challenge = crate::clients::codes::challenge_of(VERIFIER);
+    let redirect = format!("http://{echo}/callback");
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("scope", crate::accounts::bootstrap::ADMIN_SCOPE)
+        .append_pair("state", "demo")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    format!(
+        "\nAuthorization code with PKCE (the demo public client {DEMO_CLIENT}):\n\
+         \x20 open in a browser and sign in as admin:\n\
+         \x20 authorize: {issuer}/oauth/authorize?{query}\n\
+         \x20 # the echo upstream then shows the URL it was sent to: copy its code=... value\n\
+         \x20 curl -s {issuer}/oauth/token -d grant_type=authorization_code -d client_id={client_id} \\\n\
+         \x20     --data-urlencode redirect_uri={redirect} -d code_verifier={VERIFIER} -d code=PASTE_THE_CODE\n\
+         \x20 curl -s {issuer}/.well-known/oauth-authorization-server   # the server's metadata (RFC 8414)\n\n"
+    )
 }
 
 /// The copy-paste tour of `config/dev.toml`'s routes.

@@ -1,6 +1,6 @@
 //! The command line, at the edge of the crate: clap definitions, dispatch,
 //! and one file per command group ([`serve`], [`dev`], [`account`] for
-//! accounts, scopes and roles, [`route`] for `route explain` and
+//! accounts, scopes and roles, [`client`] for OAuth clients, [`route`] for `route explain` and
 //! `check-config`). Commands call into the library and print what it
 //! returns; nothing below this module prints or knows about exit codes.
 //!
@@ -8,6 +8,7 @@
 //! configuration error. Errors are one line naming what to fix.
 
 pub mod account;
+pub mod client;
 pub mod dev;
 pub mod route;
 pub mod serve;
@@ -70,6 +71,11 @@ pub enum Command {
     Role {
         #[command(subcommand)]
         command: account::RoleCommand,
+    },
+    /// Manage OAuth clients (secrets are printed once, never stored in clear)
+    Client {
+        #[command(subcommand)]
+        command: client::ClientCommand,
     },
     /// Run a small upstream that answers with the request it saw, as JSON
     Echo {
@@ -215,6 +221,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Account { command } => account::account(&cli.config, command),
         Command::Scope { command } => account::scope(&cli.config, command),
         Command::Role { command } => account::role(&cli.config, command),
+        Command::Client { command } => client::client(&cli.config, command),
         Command::Serve => {
             let config = load_config(&cli.config, false)?;
             let path = config_path(&cli.config, false);

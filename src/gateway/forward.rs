@@ -47,6 +47,7 @@ pub type UpstreamClient = Client<HttpConnector, Body>;
 static X_AUTH_USER: HeaderName = HeaderName::from_static("x-authenticated-user");
 static X_AUTH_ACCOUNT: HeaderName = HeaderName::from_static("x-authenticated-account-id");
 static X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
+static X_AUTH_CLIENT: HeaderName = HeaderName::from_static("x-authenticated-client");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -206,6 +207,9 @@ fn set_gateway_headers(h: &mut HeaderMap, ctx: &RequestCtx<'_>, client_host: Opt
         h.insert(X_AUTH_USER.clone(), id.user_header.clone());
         h.insert(X_AUTH_ACCOUNT.clone(), id.account_id_header.clone());
         h.insert(X_AUTH_SCOPE.clone(), id.scope_header.clone());
+        if let Some(client) = &id.client_header {
+            h.insert(X_AUTH_CLIENT.clone(), client.clone());
+        }
     }
 }
 

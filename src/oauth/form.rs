@@ -155,7 +155,8 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
     }
 }
 
-fn decode(s: &[u8]) -> Result<String, Rejection> {
+/// Strict `application/x-www-form-urlencoded` decoding of one name or value.
+pub(super) fn decode(s: &[u8]) -> Result<String, Rejection> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

@@ -6,17 +6,25 @@
 //! challenge; a valid token without either scope: 403 `insufficient_scope`.
 //! The caller is checked before the body is read.
 //!
+//! Or the caller is a **confidential client** holding `scopegate:introspect`
+//! among its scopes (how resource servers usually call it, RFC 7662 §2.1),
+//! authenticating as at the token endpoint ([`super::client_auth`]): a bad
+//! secret is `401 invalid_client`, a public client `401 invalid_client`, a
+//! confidential client without the scope `403 unauthorized_client`.
+//!
 //! The answer is `{"active": false}` for anything that is not a valid token
 //! right now (unknown, garbage, expired, revoked, rotated, inactive
 //! account), and otherwise `active, scope, username, sub` (the account id as
 //! a string), `exp, iat, token_type` (`Bearer` for access tokens,
-//! `refresh_token` for refresh tokens). Answers come from the database, not
+//! `refresh_token` for refresh tokens), and `client_id` for a token issued
+//! through a client. Answers come from the database, not
 //! the cache: introspection is authoritative.
 
 use http::header::HeaderValue;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::client_auth::{self, Caller};
 use super::{json, require_method, OAuth};
 use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
 use crate::body::Body;
@@ -24,6 +32,7 @@ use crate::db::unix_now;
 use crate::error::Rejection;
 use crate::request::RequestCtx;
 use crate::scope;
+use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::{hash, lookup, Kind};
 
 pub async fn handle(
@@ -32,19 +41,42 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let caller = oauth.authenticate(ctx, &req).await?;
     // Wildcards count as anywhere else (`scopegate:*` covers both).
     let allowed = |granted: &str| {
         scope::satisfies(granted, INTROSPECT_SCOPE) || scope::satisfies(granted, ADMIN_SCOPE)
     };
-    if !caller.scopes().any(allowed) {
-        return Err(Rejection::InsufficientScope {
-            scope: Some(HeaderValue::from_static(
-                "scopegate:introspect scopegate:admin",
+    let bearer = matches!(
+        credentials(req.headers(), req.uri().query())?,
+        Credentials::Bearer(_)
+    );
+    let form = if bearer {
+        let caller = oauth.authenticate(ctx, &req).await?;
+        if !caller.scopes().any(allowed) {
+            return Err(Rejection::InsufficientScope {
+                scope: Some(HeaderValue::from_static(
+                    "scopegate:introspect scopegate:admin",
+                )),
+            });
+        }
+        oauth.read_form(req).await?
+    } else {
+        let (parts, form) = oauth.read_form_parts(req).await?;
+        match client_auth::authenticate(&oauth.db, &parts.headers, &form).await? {
+            Caller::Anonymous => return Err(Rejection::MissingCredentials),
+            Caller::Public(_) => {
+                return Err(Rejection::InvalidClient {
+                    basic: client_auth::basic_used(&parts.headers),
+                })
+            }
+            Caller::Confidential(c) if c.scopes.iter().any(|s| s.value == INTROSPECT_SCOPE) => {}
+            Caller::Confidential(_) => return Err(Rejection::oauth(
+                StatusCode::FORBIDDEN,
+                "unauthorized_client",
+                "this client may not introspect tokens (it needs the scopegate:introspect scope)",
             )),
-        });
-    }
-    let form = oauth.read_form(req).await?;
+        }
+        form
+    };
     let token = form.require("token")?;
     let now = unix_now();
     let active = match Kind::of(token) {
@@ -59,6 +91,7 @@ pub async fn handle(
                     expires: r.expires,
                     created: r.created,
                     token_type: "Bearer",
+                    client_id: r.client_id,
                 })
         }
         Some(Kind::Refresh) if crate::tokens::is_well_formed(token, Kind::Refresh) => {
@@ -72,20 +105,27 @@ pub async fn handle(
                     expires: r.expires,
                     created: r.created,
                     token_type: "refresh_token",
+                    client_id: r.client_id,
                 })
         }
         _ => None,
     };
     Ok(json(&match active {
-        Some(a) => serde_json::json!({
-            "active": true,
-            "scope": a.scopes.join(" "),
-            "username": a.username,
-            "sub": a.account_id.to_string(),
-            "exp": a.expires,
-            "iat": a.created,
-            "token_type": a.token_type,
-        }),
+        Some(a) => {
+            let mut v = serde_json::json!({
+                "active": true,
+                "scope": a.scopes.join(" "),
+                "username": a.username,
+                "sub": a.account_id.to_string(),
+                "exp": a.expires,
+                "iat": a.created,
+                "token_type": a.token_type,
+            });
+            if let Some(id) = a.client_id {
+                v["client_id"] = serde_json::Value::from(id);
+            }
+            v
+        }
         None => serde_json::json!({ "active": false }),
     }))
 }
@@ -98,4 +138,5 @@ struct Active {
     expires: i64,
     created: i64,
     token_type: &'static str,
+    client_id: Option<String>,
 }

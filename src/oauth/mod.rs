@@ -8,20 +8,28 @@
 //! | `/oauth/introspect` | POST | [`introspect`] (RFC 7662) |
 //! | `/oauth/userinfo` | GET | [`account`] |
 //! | `/oauth/password` | POST | [`account`] |
+//! | `/oauth/authorize` | GET, POST | [`authorize`]: the authorization code flow with PKCE and its login page |
+//! | `/.well-known/oauth-authorization-server` | GET | [`metadata`] (RFC 8414) |
 //!
 //! Common rules: every response carries `Cache-Control: no-store` and
 //! `Pragma: no-cache` (RFC 6749 §5.1); forms are parsed strictly
 //! ([`form`]); errors are RFC 6749 §5.2 bodies built by
 //! [`crate::error::Rejection`]; a database that cannot answer is 503 +
-//! `Retry-After`, never a 500 with details. There is no client registry:
-//! clients are public and client credentials, if sent, are ignored.
+//! `Retry-After`, never a 500 with details. Clients authenticate with
+//! [`client_auth`]; a request that names no client is served as before
+//! the client registry existed (password and refresh_token grants).
 //!
 //! Handlers take [`OAuth`], the endpoint's own state, and the request's
 //! [`RequestCtx`] (they record the caller in it for the access log).
 
 pub mod account;
+pub mod authorize;
+pub mod client_auth;
+pub mod client_grants;
 pub mod form;
 pub mod introspect;
+pub mod login;
+pub mod metadata;
 pub mod revoke;
 pub mod throttle;
 pub mod token;
@@ -63,6 +71,11 @@ pub struct OAuth {
     endpoint_stats: [RouteStats; Endpoint::ALL.len()],
     /// Lifetimes of the tokens issued here.
     pub ttl: TokenConfig,
+    /// The authorization endpoint's issuer, code lifetime and anti-CSRF key.
+    pub authorize: authorize::Settings,
+    /// `[oauth] password_grant`: false removes the password grant (RFC
+    /// 9700 §2.4) from the token endpoint and the metadata.
+    pub password_grant: bool,
     /// How long a form body may take to arrive.
     body_deadline: Duration,
     _sweeper: Option<AbortOnDrop>,
@@ -86,6 +99,12 @@ pub struct OAuthStats {
     /// counts the access tokens of its family), by reuse detection and by
     /// a password change.
     pub revoked: AtomicU64,
+    /// Authorization codes issued by the login page.
+    pub codes: AtomicU64,
+    /// Token pairs issued for authorization codes.
+    pub code_exchanges: AtomicU64,
+    /// Access tokens issued by the client_credentials grant.
+    pub client_credentials: AtomicU64,
 }
 
 impl OAuthStats {
@@ -114,6 +133,8 @@ pub enum Endpoint {
     Introspect,
     Userinfo,
     Password,
+    Authorize,
+    Metadata,
     /// Below `/oauth` or `/.well-known` but nothing we serve: 404, never
     /// proxied.
     Unknown,
@@ -121,12 +142,14 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint (the order of [`OAuth::endpoint_stats`]).
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Token,
         Endpoint::Revoke,
         Endpoint::Introspect,
         Endpoint::Userinfo,
         Endpoint::Password,
+        Endpoint::Authorize,
+        Endpoint::Metadata,
         Endpoint::Unknown,
     ];
 
@@ -138,6 +161,8 @@ impl Endpoint {
             Endpoint::Introspect => "oauth:introspect",
             Endpoint::Userinfo => "oauth:userinfo",
             Endpoint::Password => "oauth:password",
+            Endpoint::Authorize => "oauth:authorize",
+            Endpoint::Metadata => "oauth:metadata",
             Endpoint::Unknown => "oauth:-",
         }
     }
@@ -159,6 +184,8 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
         "/oauth/introspect" => Endpoint::Introspect,
         "/oauth/userinfo" => Endpoint::Userinfo,
         "/oauth/password" => Endpoint::Password,
+        "/oauth/authorize" => Endpoint::Authorize,
+        "/.well-known/oauth-authorization-server" => Endpoint::Metadata,
         _ => Endpoint::Unknown,
     })
 }
@@ -198,6 +225,8 @@ impl OAuth {
             stats: OAuthStats::default(),
             endpoint_stats: std::array::from_fn(|_| RouteStats::default()),
             ttl: config.tokens.clone(),
+            authorize: authorize::Settings::new(config.oauth.issuer.clone(), config.oauth.code_ttl),
+            password_grant: config.oauth.password_grant,
             body_deadline: config.server.request_timeout.min(Duration::from_secs(30)),
             _sweeper: sweeper,
         }
@@ -227,6 +256,8 @@ impl OAuth {
             Endpoint::Introspect => introspect::handle(self, ctx, req).await,
             Endpoint::Userinfo => account::userinfo(self, ctx, req).await,
             Endpoint::Password => account::change_password(self, ctx, req).await,
+            Endpoint::Authorize => authorize::handle(self, ctx, req).await,
+            Endpoint::Metadata => metadata::handle(self, req).await,
             Endpoint::Unknown => Err(Rejection::NotFound),
         };
         let mut response = result.unwrap_or_else(Rejection::into_response);
@@ -264,6 +295,17 @@ impl OAuth {
     async fn read_form(&self, req: Request<Incoming>) -> Result<Form, Rejection> {
         let (parts, body) = req.into_parts();
         Form::read(&parts.headers, body, self.body_deadline).await
+    }
+
+    /// The request's head and form body (for client authentication, which
+    /// looks at both).
+    async fn read_form_parts(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(http::request::Parts, Form), Rejection> {
+        let (parts, body) = req.into_parts();
+        let form = Form::read(&parts.headers, body, self.body_deadline).await?;
+        Ok((parts, form))
     }
 
     /// The caller of a Bearer-protected endpoint, validated like any
@@ -341,6 +383,11 @@ mod tests {
         assert_eq!(endpoint("/oauth/token"), Some(Endpoint::Token));
         assert_eq!(endpoint("/oauth/token/x"), Some(Endpoint::Unknown));
         assert_eq!(endpoint("/.well-known/x"), Some(Endpoint::Unknown));
+        assert_eq!(endpoint("/oauth/authorize"), Some(Endpoint::Authorize));
+        assert_eq!(
+            endpoint("/.well-known/oauth-authorization-server"),
+            Some(Endpoint::Metadata)
+        );
         assert_eq!(endpoint("/oauthx"), None);
         assert_eq!(endpoint("/.well-knownx"), None);
         assert_eq!(endpoint("/api/oauth/token"), None);

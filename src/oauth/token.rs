@@ -1,5 +1,12 @@
-//! `POST /oauth/token`: the password grant and the refresh_token grant
-//! (RFC 6749 §4.3, §6).
+//! `POST /oauth/token`: client authentication ([`super::client_auth`]),
+//! then the grant: password (RFC 6749 §4.3; off with `[oauth]
+//! password_grant = false`, RFC 9700 §2.4), refresh_token (§6), and the
+//! client grants in [`super::client_grants`]: client_credentials (§4.4)
+//! and authorization_code with PKCE (§4.1.3, RFC 7636).
+//!
+//! Through a client, the password grant's scopes are also limited to the
+//! client's, and the pair is bound to the client; a request naming no
+//! client works as it always has.
 //!
 //! Password grant, in order:
 //! 1. parameters (`invalid_request` when missing or repeated; a malformed
@@ -31,15 +38,18 @@
 //! issues the successor with the token's scopes that are still held
 //! (narrowed to the requested ones). When a replay revokes a family, the
 //! revoked access tokens are dropped from this replica's cache before we
-//! answer.
+//! answer. A refresh token issued through a client is refreshed only by
+//! that client, one issued with no client only with none (`invalid_grant`,
+//! RFC 6749 §6).
 
 use std::net::IpAddr;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::client_auth::{self, Caller};
 use super::form::Form;
-use super::{invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
+use super::{client_grants, invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
 use crate::accounts::scopes::{self, select_scopes};
 use crate::accounts::store::{confirm_login, find_login, upgrade_password_hash, LoginRecord};
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
@@ -59,20 +69,31 @@ pub async fn handle(
     client: IpAddr,
 ) -> Result<Response<Body>, Rejection> {
     require_method(&req, &[Method::POST], "POST")?;
-    let form = oauth.read_form(req).await?;
-    match form.require("grant_type")? {
-        "password" => password_grant(oauth, &form, client).await,
-        "refresh_token" => refresh_grant(oauth, &form).await,
+    let (parts, form) = oauth.read_form_parts(req).await?;
+    let grant_type = form.require("grant_type")?;
+    let caller = client_auth::authenticate(&oauth.db, &parts.headers, &form).await?;
+    match grant_type {
+        "password" if oauth.password_grant => password_grant(oauth, &form, client, &caller).await,
+        "refresh_token" => refresh_grant(oauth, &form, &caller).await,
+        "client_credentials" => {
+            let basic = client_auth::basic_used(&parts.headers);
+            client_grants::client_credentials(oauth, &form, &caller, basic).await
+        }
+        "authorization_code" => client_grants::authorization_code(oauth, &form, &caller).await,
         _ => Err(Rejection::oauth(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "supported grant types: password, refresh_token",
+            if oauth.password_grant {
+                "supported grant types: authorization_code, client_credentials, refresh_token, password"
+            } else {
+                "supported grant types: authorization_code, client_credentials, refresh_token"
+            },
         )),
     }
 }
 
 /// The `scope` parameter: `None` when absent (or empty), else the list.
-fn requested_scope(form: &Form) -> Result<Option<Vec<String>>, Rejection> {
+pub(super) fn requested_scope(form: &Form) -> Result<Option<Vec<String>>, Rejection> {
     match form.get("scope") {
         None => Ok(None),
         Some(s) => match crate::scope::parse_list(s) {
@@ -83,7 +104,7 @@ fn requested_scope(form: &Form) -> Result<Option<Vec<String>>, Rejection> {
     }
 }
 
-fn token_response(pair: &IssuedPair) -> Response<Body> {
+pub(super) fn token_response(pair: &IssuedPair) -> Response<Body> {
     json(&serde_json::json!({
         "access_token": pair.access_token,
         "token_type": "Bearer",
@@ -97,6 +118,7 @@ async fn password_grant(
     oauth: &OAuth,
     form: &Form,
     client: IpAddr,
+    caller: &Caller,
 ) -> Result<Response<Body>, Rejection> {
     let raw_username = form.require("username")?;
     let raw_password = form.require("password")?;
@@ -128,7 +150,7 @@ async fn password_grant(
             (true, Some(r)) if r.is_active => r,
             _ => return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS)),
         };
-        match issue_login(oauth, &record, requested.as_deref()).await? {
+        match issue_login(oauth, &record, requested.as_deref(), caller).await? {
             Login::Issued(pair) => {
                 oauth.throttle.succeeded(attempt);
                 OAuthStats::bump(&oauth.stats.logins);
@@ -192,13 +214,17 @@ async fn issue_login(
     oauth: &OAuth,
     record: &LoginRecord,
     requested: Option<&[String]>,
+    caller: &Caller,
 ) -> Result<Login, IssueError> {
     let mut conn = oauth.db.get().await?;
     let tx = conn.transaction().await?;
     if !confirm_login(&tx, record.account_id, &record.password_hash).await? {
         return Ok(Login::Superseded);
     }
-    let held = scopes::effective_scopes(&tx, record.account_id).await?;
+    let mut held = scopes::effective_scopes(&tx, record.account_id).await?;
+    if let Some(client) = caller.client() {
+        held.retain(|s| client.allows(&s.value));
+    }
     let Some(chosen) = select_scopes(held, requested) else {
         return Ok(Login::InvalidScope);
     };
@@ -208,13 +234,18 @@ async fn issue_login(
         &scopes::grant(&chosen),
         &oauth.ttl,
         None,
+        caller.pk(),
     )
     .await?;
     tx.commit().await?;
     Ok(Login::Issued(pair))
 }
 
-async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rejection> {
+async fn refresh_grant(
+    oauth: &OAuth,
+    form: &Form,
+    caller: &Caller,
+) -> Result<Response<Body>, Rejection> {
     let token = form.require("refresh_token")?;
     let requested = requested_scope(form)?;
     if !crate::tokens::is_well_formed(token, Kind::Refresh) {
@@ -222,7 +253,7 @@ async fn refresh_grant(oauth: &OAuth, form: &Form) -> Result<Response<Body>, Rej
         return Err(invalid_grant(BAD_REFRESH));
     }
     let mut conn = oauth.db.get().await.map_err(DbError::from)?;
-    let presented = rotate::present(&mut conn, token, &oauth.ttl).await?;
+    let presented = rotate::present(&mut conn, token, &oauth.ttl, caller.pk()).await?;
     match presented {
         Presented::Current(rotation) => {
             let held =

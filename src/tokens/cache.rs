@@ -56,6 +56,9 @@ pub struct Identity {
     pub user_header: HeaderValue,
     pub account_id_header: HeaderValue,
     pub scope_header: HeaderValue,
+    /// `X-Authenticated-Client`: the `client_id` of the OAuth client the
+    /// token was issued through, if any (the header value is the one copy).
+    pub client_header: Option<HeaderValue>,
 }
 
 impl Identity {
@@ -64,14 +67,24 @@ impl Identity {
         self.scope.split(' ').filter(|s| !s.is_empty())
     }
 
+    /// The `client_id` the token was issued through.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_header.as_ref().and_then(|v| v.to_str().ok())
+    }
+
     fn from_record(r: &AccessRecord) -> Option<Identity> {
         let scope = r.scopes.join(" ");
+        let client_header = match &r.client_id {
+            Some(id) => Some(HeaderValue::from_str(id).ok()?),
+            None => None,
+        };
         Some(Identity {
             token_id: r.token_id,
             account_id: r.account_id,
             user_header: HeaderValue::from_str(&r.username).ok()?,
             account_id_header: HeaderValue::from(r.account_id),
             scope_header: HeaderValue::from_str(&scope).ok()?,
+            client_header,
             username: r.username.clone().into_boxed_str(),
             scope: scope.into_boxed_str(),
             expires: r.expires,

@@ -106,13 +106,13 @@ pub struct Lineage {
 
 const ISSUE: &str = "
 WITH a AS (
-    INSERT INTO access_tokens (token, expires, created) VALUES ($1, $2, $3)
+    INSERT INTO access_tokens (token, expires, created, client_pk) VALUES ($1, $2, $3, $10)
     RETURNING token_id
 ), n AS (
     SELECT nextval(pg_get_serial_sequence('refresh_tokens', 'refresh_token_id')) AS id
 ), r AS (
-    INSERT INTO refresh_tokens (refresh_token_id, refresh_token, expires, created, family_id, parent_id)
-    SELECT n.id, $4, $5, $3, COALESCE($6::BIGINT, n.id), $7::BIGINT FROM n
+    INSERT INTO refresh_tokens (refresh_token_id, refresh_token, expires, created, family_id, parent_id, client_pk)
+    SELECT n.id, $4, $5, $3, COALESCE($6::BIGINT, n.id), $7::BIGINT, $10 FROM n
     RETURNING refresh_token_id
 ), at AS (
     INSERT INTO account_tokens (account_id, token_id) SELECT $8, token_id FROM a
@@ -142,12 +142,15 @@ pub(super) fn new_token(kind: Kind) -> Result<String, IssueError> {
 
 /// Issue a new access + refresh pair for `account_id` carrying `grant`, in
 /// one statement on `client` (a connection or a transaction).
+/// `oauth_client`: the OAuth client (its integer id) the pair is issued
+/// through, if any; both tokens record it.
 pub async fn issue<C: GenericClient>(
     client: &C,
     account_id: i32,
     grant: &Grant,
     ttl: &TokenConfig,
     lineage: Option<Lineage>,
+    oauth_client: Option<i32>,
 ) -> Result<(IssuedPair, IssuedIds), IssueError> {
     let access = new_token(Kind::Access)?;
     let refresh = new_token(Kind::Refresh)?;
@@ -168,6 +171,7 @@ pub async fn issue<C: GenericClient>(
                 &lineage.map(|l| l.parent_id),
                 &account_id,
                 &grant.ids,
+                &oauth_client,
             ],
         )
         .await?;
@@ -185,6 +189,70 @@ pub async fn issue<C: GenericClient>(
         },
         ids,
     ))
+}
+
+/// A freshly issued access token without a refresh token (the
+/// client_credentials grant, RFC 6749 §4.4.3).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedAccess {
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Granted scopes, sorted, space-separated.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for IssuedAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedAccess")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+const ISSUE_ACCESS: &str = "
+WITH a AS (
+    INSERT INTO access_tokens (token, expires, created, client_pk) VALUES ($1, $2, $3, $4)
+    RETURNING token_id
+), at AS (
+    INSERT INTO account_tokens (account_id, token_id) SELECT $5, token_id FROM a
+), ts AS (
+    INSERT INTO token_scopes (token_id, scope_id) SELECT a.token_id, s FROM a, unnest($6::INT[]) AS s
+)
+SELECT token_id FROM a";
+
+/// Issue an access token alone for `account_id` through `oauth_client`,
+/// carrying `grant`, in one statement.
+pub async fn issue_access<C: GenericClient>(
+    client: &C,
+    account_id: i32,
+    grant: &Grant,
+    ttl: &TokenConfig,
+    oauth_client: i32,
+) -> Result<IssuedAccess, IssueError> {
+    let access = new_token(Kind::Access)?;
+    let now = unix_now();
+    let expires = now + secs(ttl.access_ttl);
+    let stmt = client.prepare_cached(ISSUE_ACCESS).await?;
+    client
+        .query_one(
+            &stmt,
+            &[
+                &hash_hex(&hash(&access)),
+                &expires,
+                &now,
+                &oauth_client,
+                &account_id,
+                &grant.ids,
+            ],
+        )
+        .await?;
+    Ok(IssuedAccess {
+        access_token: access,
+        expires_in: expires - now,
+        scope: grant.scope.clone(),
+    })
 }
 
 #[cfg(test)]

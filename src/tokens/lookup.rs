@@ -22,6 +22,8 @@ pub struct AccessRecord {
     pub created: i64,
     /// The scopes granted to the token at issuance, sorted.
     pub scopes: Vec<String>,
+    /// The `client_id` of the OAuth client it was issued through.
+    pub client_id: Option<String>,
 }
 
 impl AccessRecord {
@@ -34,14 +36,16 @@ impl AccessRecord {
 const FIND_ACCESS: &str = "
 SELECT t.token_id, a.account_id, a.username, a.is_active, t.active, t.expires, t.created,
        COALESCE(array_agg(s.scope_value ORDER BY s.scope_value)
-                FILTER (WHERE s.scope_value IS NOT NULL), '{}') AS scopes
+                FILTER (WHERE s.scope_value IS NOT NULL), '{}') AS scopes,
+       c.client_id
   FROM access_tokens t
   JOIN account_tokens at ON at.token_id = t.token_id
   JOIN accounts a ON a.account_id = at.account_id
+  LEFT JOIN clients c ON c.client_pk = t.client_pk
   LEFT JOIN token_scopes ts ON ts.token_id = t.token_id
   LEFT JOIN scopes s ON s.scope_id = ts.scope_id
  WHERE t.token = $1
- GROUP BY t.token_id, a.account_id";
+ GROUP BY t.token_id, a.account_id, c.client_id";
 
 /// Look an access token up by its hash. `Ok(None)`: no such token.
 pub async fn find_access(pool: &Pool, hash: &TokenHash) -> Result<Option<AccessRecord>, DbError> {
@@ -63,6 +67,7 @@ pub async fn find_access(pool: &Pool, hash: &TokenHash) -> Result<Option<AccessR
         expires: row.try_get(5)?,
         created: row.try_get(6)?,
         scopes: row.try_get(7)?,
+        client_id: row.try_get(8)?,
     }))
 }
 
@@ -94,16 +99,20 @@ pub struct RefreshRecord {
     pub expires: i64,
     pub created: i64,
     pub scopes: Vec<String>,
+    /// The `client_id` it was issued through.
+    pub client_id: Option<String>,
 }
 
 const FIND_REFRESH: &str = "
 SELECT a.account_id, a.username, (r.active AND r.rotated_at IS NULL AND a.is_active AND r.expires > $2),
        r.expires, r.created,
        COALESCE(ARRAY(SELECT s.scope_value FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
-                       WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}')
+                       WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}'),
+       c.client_id
   FROM refresh_tokens r
   JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
   JOIN accounts a ON a.account_id = ar.account_id
+  LEFT JOIN clients c ON c.client_pk = r.client_pk
  WHERE r.refresh_token = $1";
 
 /// Look a refresh token up by its hash (for introspection).
@@ -126,5 +135,6 @@ pub async fn find_refresh(
         expires: row.try_get(3)?,
         created: row.try_get(4)?,
         scopes: row.try_get(5)?,
+        client_id: row.try_get(6)?,
     }))
 }

@@ -29,6 +29,13 @@ pub(super) struct Member {
     pub family_id: i64,
 }
 
+const FIND_MEMBER_BY_HASH: &str = "
+SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id)
+  FROM refresh_tokens r
+  JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+  JOIN accounts a ON a.account_id = ar.account_id
+ WHERE r.refresh_token = $1";
+
 const FIND_MEMBER: &str = "
 SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id)
   FROM refresh_tokens r
@@ -46,18 +53,47 @@ pub(super) async fn lock_member(
     token_hash: &TokenHash,
 ) -> Result<Option<Member>, IssueError> {
     let find = tx.prepare_cached(FIND_MEMBER).await?;
-    let Some(row) = tx.query_opt(&find, &[&hash_hex(token_hash)]).await? else {
+    let row = tx.query_opt(&find, &[&hash_hex(token_hash)]).await?;
+    lock_found(tx, row).await
+}
+
+/// As [`lock_member`], for a token `caller` may revoke ([`MAY_REVOKE`]).
+async fn lock_revocable(
+    tx: &Transaction<'_>,
+    token_hash: &TokenHash,
+    caller: Option<i32>,
+) -> Result<Option<Member>, IssueError> {
+    let sql = format!("{} AND {MAY_REVOKE} FOR SHARE OF a", FIND_MEMBER_BY_HASH);
+    let find = tx.prepare_cached(&sql).await?;
+    let row = tx
+        .query_opt(&find, &[&hash_hex(token_hash), &caller])
+        .await?;
+    lock_found(tx, row).await
+}
+
+/// The member a locking lookup found, with its family root locked too.
+async fn lock_found(
+    tx: &Transaction<'_>,
+    row: Option<tokio_postgres::Row>,
+) -> Result<Option<Member>, IssueError> {
+    let Some(row) = row else {
         return Ok(None);
     };
     let member = Member {
         id: row.try_get(0)?,
         family_id: row.try_get(1)?,
     };
+    lock_root(tx, member.family_id).await?;
+    Ok(Some(member))
+}
+
+/// The family root `FOR UPDATE` (after the account row, see [`super`]).
+async fn lock_root(tx: &Transaction<'_>, family_id: i64) -> Result<(), IssueError> {
     let root = tx
         .prepare_cached("SELECT 1 FROM refresh_tokens WHERE refresh_token_id = $1 FOR UPDATE")
         .await?;
-    tx.query_opt(&root, &[&member.family_id]).await?;
-    Ok(Some(member))
+    tx.query_opt(&root, &[&family_id]).await?;
+    Ok(())
 }
 
 const REVOKE_FAMILY: &str = "
@@ -84,28 +120,71 @@ pub(super) async fn revoke_family(
     Ok(hashes(&rows))
 }
 
-/// Revoke an access token by its hash. `true` if it existed.
-pub async fn revoke_access(pool: &Pool, token_hash: &TokenHash) -> Result<bool, IssueError> {
+/// Who may revoke a token (RFC 7009 §2.1): one issued through a
+/// confidential client only that client (`$2`, the authenticated caller's
+/// client); any other whoever presents it.
+const MAY_REVOKE: &str = "(r.client_pk IS NULL OR r.client_pk = $2
+     OR r.client_pk IN (SELECT c.client_pk FROM clients c WHERE c.secret_hash IS NULL))";
+
+/// Revoke an access token by its hash, if `caller` (the authenticated
+/// client, if any) may ([`MAY_REVOKE`]). `true` if it did.
+pub async fn revoke_access(
+    pool: &Pool,
+    token_hash: &TokenHash,
+    caller: Option<i32>,
+) -> Result<bool, IssueError> {
     let conn = pool.get().await?;
     let n = conn
         .execute(
-            "UPDATE access_tokens SET active = FALSE WHERE token = $1",
-            &[&hash_hex(token_hash)],
+            &format!(
+                "UPDATE access_tokens r SET active = FALSE WHERE r.token = $1 AND {MAY_REVOKE}"
+            ),
+            &[&hash_hex(token_hash), &caller],
         )
         .await?;
     Ok(n > 0)
 }
 
+/// Revoke the family of the refresh token with this row id (what an
+/// authorization code issued, when the code is used again), taking the
+/// family's locks first. Returns the revoked access tokens' hashes.
+pub async fn revoke_family_of(
+    tx: &Transaction<'_>,
+    refresh_token_id: i64,
+) -> Result<Vec<TokenHash>, IssueError> {
+    let find = tx
+        .prepare_cached(
+            "SELECT r.refresh_token_id, COALESCE(r.family_id, r.refresh_token_id)
+               FROM refresh_tokens r
+               JOIN account_refresh_tokens ar ON ar.refresh_token_id = r.refresh_token_id
+               JOIN accounts a ON a.account_id = ar.account_id
+              WHERE r.refresh_token_id = $1
+                FOR SHARE OF a",
+        )
+        .await?;
+    let Some(row) = tx.query_opt(&find, &[&refresh_token_id]).await? else {
+        return Ok(Vec::new());
+    };
+    let member = Member {
+        id: row.try_get(0)?,
+        family_id: row.try_get(1)?,
+    };
+    lock_root(tx, member.family_id).await?;
+    revoke_family(tx, member.family_id).await
+}
+
 /// Revoke a refresh token and, with it, its whole family (every refresh
 /// token descended from the same login and every access token issued with
-/// them). Returns the revoked access tokens' hashes (empty when unknown).
+/// them), if `caller` may ([`MAY_REVOKE`]). Returns the revoked access
+/// tokens' hashes (empty when unknown or not the caller's to revoke).
 pub async fn revoke_refresh(
     pool: &Pool,
     token_hash: &TokenHash,
+    caller: Option<i32>,
 ) -> Result<Vec<TokenHash>, IssueError> {
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
-    let Some(member) = lock_member(&tx, token_hash).await? else {
+    let Some(member) = lock_revocable(&tx, token_hash, caller).await? else {
         return Ok(Vec::new());
     };
     let revoked = revoke_family(&tx, member.family_id).await?;

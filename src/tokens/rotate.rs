@@ -90,13 +90,15 @@ pub struct Rotation<'a> {
     token_id: i64,
     family_id: i64,
     account_id: i32,
+    /// The OAuth client the token was issued through (the successor is too).
+    oauth_client: Option<i32>,
     /// The token's scopes, `(id, value)`, sorted by value.
     scopes: Vec<(i32, String)>,
 }
 
 const LOCK_REFRESH: &str = "
 SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.successor_sealed,
-       r.successor_id, a.account_id, a.is_active,
+       r.successor_id, a.account_id, a.is_active, r.client_pk,
        COALESCE(ARRAY(SELECT s.scope_id FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
                        WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}') AS token_scope_ids,
        COALESCE(ARRAY(SELECT s.scope_value FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
@@ -112,10 +114,15 @@ SELECT active AND rotated_at IS NULL AND expires > $2 FROM refresh_tokens WHERE 
 
 /// Phase one: open a transaction on `conn`, lock the refresh token
 /// `token` and say what it is (see the module documentation).
+/// `oauth_client`: the client presenting it. A token issued through a
+/// client may be presented only by that client, and one issued with no
+/// client only with none (RFC 6749 §6); anything else is
+/// [`Presented::Invalid`] and changes nothing.
 pub async fn present<'a>(
     conn: &'a mut Client,
     token: &'a str,
     ttl: &'a TokenConfig,
+    oauth_client: Option<i32>,
 ) -> Result<Presented<'a>, IssueError> {
     let tx = conn.transaction().await?;
     // The locks of the module documentation ([`super`]), in their order,
@@ -136,8 +143,12 @@ pub async fn present<'a>(
     let account_id: i32 = row.try_get("account_id")?;
     let account_active: bool = row.try_get("is_active")?;
     let successor_id: Option<i64> = row.try_get("successor_id")?;
+    let bound_to: Option<i32> = row.try_get("client_pk")?;
     let now = unix_now();
 
+    if bound_to != oauth_client {
+        return Ok(Presented::Invalid);
+    }
     if !active {
         return Ok(Presented::Invalid);
     }
@@ -183,6 +194,7 @@ pub async fn present<'a>(
         token_id: id,
         family_id,
         account_id,
+        oauth_client: bound_to,
         scopes: ids.into_iter().zip(values).collect(),
     }))
 }
@@ -221,6 +233,7 @@ impl<'a> Rotation<'a> {
             token_id: id,
             family_id,
             account_id,
+            oauth_client,
             scopes: _,
         } = self;
         let now = unix_now();
@@ -233,6 +246,7 @@ impl<'a> Rotation<'a> {
                 family_id,
                 parent_id: id,
             }),
+            oauth_client,
         )
         .await?;
         let sealed = if ttl.refresh_reuse_grace.is_zero() {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::raw;
+use crate::support::{raw, raw_get};
 
 /// The `dev` process, stopped (SIGKILL) if the test fails before it does.
 struct Dev(std::process::Child);
@@ -65,8 +65,9 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut password = None;
     let mut gateway = None;
+    let mut authorize = None;
     let mut seen = Vec::new();
-    while password.is_none() || gateway.is_none() {
+    while password.is_none() || gateway.is_none() || authorize.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
@@ -76,6 +77,9 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
         }
         if let Some(g) = line.trim().strip_prefix("gateway        http://") {
             gateway = Some(g.trim().parse::<std::net::SocketAddr>().unwrap());
+        }
+        if let Some(url) = line.trim().strip_prefix("authorize: ") {
+            authorize = Some(url.trim().to_owned());
         }
         seen.push(line);
     }
@@ -90,6 +94,12 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     );
     let r = raw(gateway, req.as_bytes()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The printed authorize URL of the demo client serves the login page.
+    let authorize = authorize.unwrap();
+    let path = &authorize[authorize.find("/oauth/authorize").unwrap()..];
+    let r = raw_get(gateway, path, "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("demo-app"));
 
     // Where is the cluster? In the folder for an ordinary user; outside it
     // (recorded in .scopegate/cluster) for root.

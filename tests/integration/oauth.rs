@@ -797,10 +797,9 @@ async fn the_body_must_be_a_strict_form() {
             .assert_error(400, "invalid_request");
     }
     for grant in [
-        "client_credentials",
-        "authorization_code",
         "implicit",
         "PASSWORD",
+        "urn:ietf:params:oauth:grant-type:device_code",
     ] {
         post_form(
             &app,

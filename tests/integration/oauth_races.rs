@@ -66,6 +66,7 @@ async fn issue_pair(app: &TestApp, account_id: i32) -> (String, String) {
         &scopegate::tokens::issue::Grant::default(),
         &app.state.config.tokens,
         None,
+        None,
     )
     .await
     .unwrap();

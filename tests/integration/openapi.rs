@@ -281,8 +281,11 @@ async fn oauth_answers_conform_to_the_document() {
     check("POST", "/oauth/revoke", &r);
 
     let r = send(http().get(app.url("/.well-known/oauth-authorization-server"))).await;
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 200);
     check("GET", "/.well-known/oauth-authorization-server", &r);
+    let r = send(http().get(app.url("/.well-known/openid-configuration"))).await;
+    assert_eq!(r.status, 404);
+    check("GET", "/.well-known/openid-configuration", &r);
 
     for path in ["/healthz", "/readyz", "/metrics"] {
         let r = send(http().get(format!("http://{}{path}", app.admin))).await;
