@@ -29,7 +29,7 @@ pub struct RequestCtx<'a> {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// The client: the peer, or behind a trusted proxy the address it
-    /// vouches for ([`crate::gateway::forwarded`]). What `/oauth/*`
+    /// vouches for (`src/gateway/forwarded.rs`). What `/oauth/*`
     /// throttles on and what the upstream is told.
     pub client: IpAddr,
     /// The `X-Forwarded-For` chain a trusted proxy sent (extended, not

@@ -427,7 +427,7 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
     let rec = recorder().await;
     let app = spawn_app_to(
         &format!(
-            "[login]\nmax_failures = 3\n{}",
+            "[login]\nmax_failures = 3\nmax_failures_per_ip = 3\n{}",
             with_server("trusted_proxies = [\"10.0.0.0/8\"]")
         ),
         rec.addr,
@@ -464,7 +464,7 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_entry_is_the_client() {
     let rec = recorder().await;
     let app = spawn_app_to(
         &format!(
-            "[login]\nmax_failures = 3\n{}",
+            "[login]\nmax_failures = 3\nmax_failures_per_ip = 3\n{}",
             with_server("trusted_proxies = [\"127.0.0.0/8\", \"10.0.0.0/8\"]")
         ),
         rec.addr,
