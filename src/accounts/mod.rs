@@ -30,6 +30,7 @@
 pub mod admin_store;
 pub mod bootstrap;
 pub mod catalog;
+pub mod credentials;
 pub mod password;
 pub mod scopes;
 pub mod store;
