@@ -21,6 +21,9 @@ use scopegate::gateway::route::{RouteMatch, RouteTable};
 use scopegate::testing::{insert_token, TestDb};
 use scopegate::tokens::cache::Validator;
 
+/// The client address every validation in these benchmarks comes from.
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn routes() -> Config {
     let mut toml = String::new();
     for (i, svc) in [
@@ -61,7 +64,7 @@ fn bench(c: &mut Criterion) {
         let mut cache = config.cache.clone();
         cache.max_staleness = std::time::Duration::from_secs(3600);
         let v = Validator::new(pool, &cache);
-        v.validate(&token).await.expect("token valid");
+        v.validate(&token, LOCAL).await.expect("token valid");
         (v, token)
     });
     let path = "/api/orders/12345/items";
@@ -94,12 +97,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("cache_hit", |b| {
         b.to_async(&rt)
-            .iter(|| async { validator.validate(black_box(&token)).await.is_ok() })
+            .iter(|| async { validator.validate(black_box(&token), LOCAL).await.is_ok() })
     });
     let RouteMatch::Found(route) = table.find(None, &Method::GET, path) else {
         panic!("bench route missing")
     };
-    let identity = rt.block_on(validator.validate(&token)).unwrap();
+    let identity = rt.block_on(validator.validate(&token, LOCAL)).unwrap();
     g.bench_function("authorize", |b| {
         b.iter(|| black_box(authorize(black_box(&identity.scope), &route.config.access)))
     });
@@ -109,7 +112,7 @@ fn bench(c: &mut Criterion) {
             let RouteMatch::Found(r) = table.find(Some("api.example.com"), &Method::GET, &p) else {
                 unreachable!()
             };
-            let id = validator.validate(black_box(&token)).await.unwrap();
+            let id = validator.validate(black_box(&token), LOCAL).await.unwrap();
             black_box(authorize(&id.scope, &r.config.access))
         })
     });

@@ -29,6 +29,7 @@ use crate::gateway::Gateway;
 use crate::oauth::OAuth;
 use crate::server::{self, Conn, Handler, Limits};
 use crate::tokens::cache::Validator;
+use crate::tokens::listener::Listener;
 use crate::tokens::sweep::{SweepStats, SweepTask};
 
 /// Everything the listeners share: each part owns the state of one
@@ -47,6 +48,9 @@ pub struct State {
     pub sweep: Arc<SweepStats>,
     /// The sweep itself, stopped when the state is dropped.
     _sweep_task: Option<SweepTask>,
+    /// The revocation listener (`LISTEN`), stopped when the state is
+    /// dropped.
+    _listener: Option<Listener>,
 }
 
 /// How often expired tokens are deleted.
@@ -60,6 +64,11 @@ impl State {
         let sweep_task = tokio::runtime::Handle::try_current()
             .ok()
             .map(|_| crate::tokens::sweep::spawn(db.clone(), SWEEP_EVERY, sweep.clone()));
+        // Revocations pushed by the database reach this replica's cache.
+        let listener = match (&config.database.url, tokio::runtime::Handle::try_current()) {
+            (Some(url), Ok(_)) => Some(crate::tokens::listener::spawn(url.clone(), tokens.clone())),
+            _ => None,
+        };
         let gateway = Arc::new(Gateway::new(&config, tokens.clone()));
         let oauth = Arc::new(OAuth::new(&config, &db, tokens.clone()));
         State {
@@ -73,6 +82,7 @@ impl State {
             ),
             sweep,
             _sweep_task: sweep_task,
+            _listener: listener,
             gateway,
             oauth,
             tokens,
@@ -282,7 +292,7 @@ struct AdminFront {
 }
 
 impl Handler for AdminFront {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Conn) -> Response<Body> {
-        self.state.admin.handle(req).await
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+        self.state.admin.handle(req, conn.peer.ip()).await
     }
 }

@@ -255,6 +255,9 @@ impl From<TokenError> for Rejection {
             TokenError::Unavailable => Rejection::Unavailable {
                 retry_after_secs: RETRY_AFTER_SECS,
             },
+            TokenError::Throttled { retry_after_secs } => {
+                Rejection::TooManyRequests { retry_after_secs }
+            }
         }
     }
 }

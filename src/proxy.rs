@@ -60,7 +60,7 @@ async fn phases<'r>(
     let route = gateway::route(&policy.routes, &req, &path)?;
     ctx.label = &route.config.name;
     ctx.stats = &route.stats;
-    ctx.identity = gateway::authenticate(&gateway.tokens, &req, route).await?;
+    ctx.identity = gateway::authenticate(&gateway.tokens, &req, route, ctx.client).await?;
     gateway::authorize(ctx.identity.as_deref(), route)?;
     let upstream_path = forwarded_path(route, &path).into_owned();
     forward::forward(

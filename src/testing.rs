@@ -207,10 +207,18 @@ impl TestDb {
 }
 
 /// A TCP proxy that a test can cut (every connection dropped, new ones
-/// refused at once) and restore.
+/// refused at once), stall (connections stay open but nothing goes
+/// through: a hung server) and restore.
 pub struct FaultProxy {
     addr: SocketAddr,
-    up: watch::Sender<bool>,
+    state: watch::Sender<Fault>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Up,
+    Cut,
+    Stalled,
 }
 
 impl FaultProxy {
@@ -228,30 +236,46 @@ impl FaultProxy {
     pub async fn start(target: String) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
-        let (up, up_rx) = watch::channel(true);
+        let (state, state_rx) = watch::channel(Fault::Up);
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     continue;
                 };
-                if !*up_rx.borrow() {
-                    drop(inbound); // refused: closed at once
-                    continue;
+                let mut rx = state_rx.clone();
+                let now = *rx.borrow();
+                match now {
+                    Fault::Cut => {
+                        drop(inbound); // refused: closed at once
+                        continue;
+                    }
+                    Fault::Stalled => {
+                        // Accepted, never answered, closed when the fault ends.
+                        tokio::spawn(async move {
+                            let _ = rx.wait_for(|f| *f != Fault::Stalled).await;
+                            drop(inbound);
+                        });
+                        continue;
+                    }
+                    Fault::Up => {}
                 }
                 let target = target.clone();
-                let mut rx = up_rx.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(&target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
+                    let fault = tokio::select! {
+                        _ = copy_bidirectional(&mut inbound, &mut outbound) => None,
+                        f = rx.wait_for(|f| *f != Fault::Up) => f.ok().map(|f| *f),
+                    };
+                    if fault == Some(Fault::Stalled) {
+                        // Hung: hold both ends, pass nothing.
+                        let _ = rx.wait_for(|f| *f != Fault::Stalled).await;
                     }
                 });
             }
         });
-        FaultProxy { addr, up }
+        FaultProxy { addr, state }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -260,11 +284,18 @@ impl FaultProxy {
 
     /// Drop every proxied connection and refuse new ones.
     pub fn cut(&self) {
-        let _ = self.up.send(false);
+        let _ = self.state.send(Fault::Cut);
     }
 
+    /// Keep every connection open but pass nothing, in either direction,
+    /// on old and new connections alike (a server stopped with SIGSTOP).
+    pub fn stall(&self) {
+        let _ = self.state.send(Fault::Stalled);
+    }
+
+    /// Back to normal; connections held by a stall are closed.
     pub fn restore(&self) {
-        let _ = self.up.send(true);
+        let _ = self.state.send(Fault::Up);
     }
 }
 

@@ -196,6 +196,44 @@ impl Sources {
             "cache_entries",
             "Entries in the validation cache, valid and invalid (approximate).",
             self.tokens.entry_count(),
+        )?;
+        counter(
+            e,
+            "cache_throttled",
+            "Uncached tokens refused with 429: the address spent its budget of invalid lookups.",
+            c.throttled,
+        )?;
+        counter(
+            e,
+            "cache_revocations",
+            "Revocations applied to the validation cache (made here or pushed by the database).",
+            c.revocations,
+        )?;
+        let l = self.tokens.listener_stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        gauge(
+            e,
+            "listener_up",
+            "1 while the revocation listener (LISTEN) is connected and answering.",
+            u64::from(self.tokens.listener_live()),
+        )?;
+        counter(
+            e,
+            "listener_connects",
+            "Revocation listener connections established (the first and every reconnection).",
+            load(&l.connects),
+        )?;
+        counter(
+            e,
+            "listener_disconnects",
+            "Revocation listener connections lost or unanswered.",
+            load(&l.disconnects),
+        )?;
+        counter(
+            e,
+            "listener_notifications",
+            "Revocation notifications received from the database.",
+            load(&l.notifications),
         )
     }
 

@@ -34,6 +34,7 @@ pub mod clients;
 pub mod json;
 pub mod metrics;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,10 +122,11 @@ impl Admin {
         }
     }
 
-    pub async fn handle<B: AdminBody>(&self, req: Request<B>) -> Response<Body> {
+    /// Answer one request on the admin listener from the peer `client`.
+    pub async fn handle<B: AdminBody>(&self, req: Request<B>, client: IpAddr) -> Response<Body> {
         let path = req.uri().path();
         let result = if path == "/admin" || path.starts_with("/admin/") {
-            self.api(req).await
+            self.api(req, client).await
         } else {
             match (req.method(), path) {
                 (&Method::GET | &Method::HEAD, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),
@@ -147,8 +149,12 @@ impl Admin {
     }
 
     /// `/admin/*`: the caller first, then the resource.
-    async fn api<B: AdminBody>(&self, req: Request<B>) -> Result<Response<Body>, Rejection> {
-        let caller = self.authenticate(&req).await?;
+    async fn api<B: AdminBody>(
+        &self,
+        req: Request<B>,
+        client: IpAddr,
+    ) -> Result<Response<Body>, Rejection> {
+        let caller = self.authenticate(&req, client).await?;
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path
             .strip_prefix("/admin")
@@ -166,9 +172,9 @@ impl Admin {
     }
 
     /// A valid access token holding `scopegate:admin`.
-    async fn authenticate<B>(&self, req: &Request<B>) -> Result<Caller, Rejection> {
+    async fn authenticate<B>(&self, req: &Request<B>, client: IpAddr) -> Result<Caller, Rejection> {
         let identity = match credentials(req.headers(), req.uri().query())? {
-            Credentials::Bearer(token) => self.tokens.validate(token).await?,
+            Credentials::Bearer(token) => self.tokens.validate(token, client).await?,
             Credentials::None => return Err(Rejection::MissingCredentials),
         };
         if !identity

@@ -8,6 +8,9 @@
 
 pub mod embedded;
 pub mod migrate;
+mod session;
+
+pub use session::Session;
 
 use std::time::Duration;
 
@@ -100,9 +103,9 @@ pub fn describe(url: &str) -> String {
     )
 }
 
-/// Build a pool (no connection is opened yet). `url` is `database.url` as
-/// configured; [`crate::config::pg_url`] makes it one tokio-postgres parses.
-pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
+/// The connection settings every connection uses: `url` as configured,
+/// short connect timeout, a server-side statement timeout.
+fn pg_config(url: &Secret) -> Result<tokio_postgres::Config, DbError> {
     let mut pg: tokio_postgres::Config = crate::config::pg_url(url)
         .expose()
         .parse()
@@ -112,6 +115,13 @@ pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
     if pg.get_application_name().is_none() {
         pg.application_name("scopegate");
     }
+    Ok(pg)
+}
+
+/// Build a pool (no connection is opened yet). `url` is `database.url` as
+/// configured; [`crate::config::pg_url`] makes it one tokio-postgres parses.
+pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
+    let pg = pg_config(url)?;
     let mgr = Manager::from_config(
         pg,
         NoTls,

@@ -23,6 +23,7 @@ pub mod route;
 mod tunnel;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,13 +270,17 @@ fn valid_host(h: &str) -> bool {
 
 /// The authenticate phase: the caller's identity, `None` on a public route
 /// without credentials. A token sent to a public route is still validated.
+///
+/// `client` is the caller's address (after trusted proxies): uncached
+/// tokens that turn out invalid are budgeted per address.
 pub async fn authenticate<B>(
     tokens: &Validator,
     req: &Request<B>,
     route: &Route,
+    client: IpAddr,
 ) -> Result<Option<Arc<Identity>>, Rejection> {
     match credentials(req.headers(), req.uri().query())? {
-        Credentials::Bearer(token) => Ok(Some(tokens.validate(token).await?)),
+        Credentials::Bearer(token) => Ok(Some(tokens.validate(token, client).await?)),
         Credentials::None if route.config.access.is_public() => Ok(None),
         Credentials::None => Err(Rejection::MissingCredentials),
     }

@@ -81,7 +81,7 @@ pub async fn handle(
     let now = unix_now();
     let active = match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
-            lookup::find_access(&oauth.db, &hash(token))
+            lookup::find_access(&oauth.db, &hash(token), oauth.tokens.db_deadline())
                 .await?
                 .filter(|r| r.is_valid(now))
                 .map(|r| Active {

@@ -317,7 +317,7 @@ impl OAuth {
         req: &Request<B>,
     ) -> Result<Arc<Identity>, Rejection> {
         let identity = match credentials(req.headers(), req.uri().query())? {
-            Credentials::Bearer(token) => self.tokens.validate(token).await?,
+            Credentials::Bearer(token) => self.tokens.validate(token, ctx.client).await?,
             Credentials::None => return Err(Rejection::MissingCredentials),
         };
         ctx.identity = Some(identity.clone());

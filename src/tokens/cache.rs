@@ -1,32 +1,42 @@
 //! Access-token validation: a bounded moka cache in front of Postgres, with
-//! the consistency rules of `docs/operations.md` ("Consistency").
+//! the consistency rules of `docs/operations.md` ("Token cache
+//! consistency").
 //!
 //! - **Key**: SHA-256 of the token. **Value**: the identity (account id,
 //!   username, scopes, precomputed header values), the token's expiry as a
-//!   monotonic deadline, and when the database last confirmed it.
+//!   monotonic deadline, when the database last confirmed it, and the
+//!   revocation epoch ([`super::revocations`]) it is good as of.
 //! - **Never past expiry**: checked on every hit, and entries expire from
 //!   the cache at the token's expiry. Expiry is converted to a monotonic
 //!   [`Instant`] when the entry is filled, so a backwards wall-clock jump
 //!   cannot extend a token's life.
-//! - **Trust window**: a hit younger than `max_staleness` is answered from
-//!   memory; an older one is re-checked against the database on use.
-//! - **Outage**: when the database cannot answer, an entry confirmed less
-//!   than `outage_grace` ago still passes; anything else is 503, never 401
-//!   (we cannot tell) and never 200 (we cannot vouch).
+//! - **Trust window**: while the push listener ([`super::listener`]) is
+//!   live, revocations arrive as they commit and a hit is trusted until the
+//!   token expires; without it, a hit older than `max_staleness` is
+//!   re-checked against the database on use. Losing or regaining the
+//!   listener marks every entry for re-check (kept, not evicted).
+//! - **Revocations** ([`Validator::revoke`]): recorded under a new epoch,
+//!   and the affected entries dropped. An entry whose epoch is behind is
+//!   checked against what was revoked since, so a revocation racing a
+//!   cache fill can never leave the revoked token trusted.
+//! - **Outage**: when the database cannot answer (or not within
+//!   `db_deadline`), an entry confirmed less than `outage_grace` ago
+//!   still passes, unless a revocation concerning it is known; anything
+//!   else is 503, never 401 (we cannot tell) and never 200 (we cannot
+//!   vouch).
 //! - **Single flight**: concurrent misses for one token share one query
 //!   (`try_get_with`), and so does its error; concurrent re-checks of one
 //!   stale entry are serialized per key (`and_try_compute_with`), and a
 //!   re-check that finds the entry already re-checked by a predecessor does
 //!   not query again.
-//! - **Negative cache**: unknown/invalid tokens are remembered for
-//!   `negative_ttl`. The cache holds at most `max_entries` entries of both
-//!   kinds, so token spraying cannot grow memory without bound.
-//! - **Revocation races**: [`Validator::invalidate`] bumps an epoch. A fill
-//!   whose query started before the bump is stored as unconfirmed, so the
-//!   next use re-checks it: a revocation racing a fill can never leave the
-//!   revoked token trusted.
+//! - **Negative cache and budget**: unknown/invalid tokens are remembered
+//!   for `negative_ttl`, and the lookups that found them are counted
+//!   against the client's address ([`super::budget`]). The cache holds at
+//!   most `max_entries` entries of both kinds, so token spraying cannot
+//!   grow memory without bound.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +46,10 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use moka::Expiry;
 
+use super::budget::LookupBudget;
+use super::listener::ListenerStats;
 use super::lookup::{self, AccessRecord};
+use super::revocations::{Revocations, Target, Verdict};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{unix_now, DbError};
@@ -107,9 +120,10 @@ struct ValidEntry {
     expires_at: Instant,
     /// When the database last said "valid".
     confirmed: Instant,
-    /// False when a revocation raced the query that confirmed it: it must
-    /// be re-checked before a cache hit may trust it.
-    trusted: bool,
+    /// The revocation epoch this answer is good as of: read before the
+    /// query that produced it, moved forward when later revocations turn
+    /// out not to concern it.
+    epoch: AtomicU64,
     /// When the database was last asked about it (successfully or not).
     checked: Instant,
 }
@@ -143,7 +157,13 @@ pub struct Validator {
     pool: Pool,
     max_staleness: Duration,
     outage_grace: Duration,
-    epoch: AtomicU64,
+    db_deadline: Duration,
+    revocations: Revocations,
+    budget: LookupBudget,
+    /// Is the push listener connected and answering (revocations arrive
+    /// as they commit)?
+    listener_live: AtomicBool,
+    listener_stats: ListenerStats,
     lookups: AtomicU64,
     counts: Counts,
 }
@@ -155,6 +175,8 @@ struct Counts {
     negative_hits: AtomicU64,
     misses: AtomicU64,
     rechecks: AtomicU64,
+    throttled: AtomicU64,
+    revocations: AtomicU64,
 }
 
 /// How validations were answered so far.
@@ -168,6 +190,11 @@ pub struct CacheCounts {
     pub misses: u64,
     /// An entry too old to trust: re-checked against the database.
     pub rechecks: u64,
+    /// An uncached token refused without a query: its address was over
+    /// its budget of invalid lookups.
+    pub throttled: u64,
+    /// Revocations applied to the cache (local and pushed).
+    pub revocations: u64,
 }
 
 /// Why a token was not accepted.
@@ -181,6 +208,10 @@ pub enum TokenError {
     /// confirmation is cached): a 503, never a 401 and never a pass.
     #[error("the token store cannot be reached")]
     Unavailable,
+    /// The client's address spent its budget of invalid lookups and the
+    /// token is not cached: a 429, without a query.
+    #[error("too many invalid tokens from this address")]
+    Throttled { retry_after_secs: u32 },
 }
 
 fn unavailable() -> TokenError {
@@ -200,7 +231,11 @@ impl Validator {
             pool,
             max_staleness: cfg.max_staleness,
             outage_grace: cfg.outage_grace,
-            epoch: AtomicU64::new(0),
+            db_deadline: cfg.db_deadline,
+            revocations: Revocations::default(),
+            budget: LookupBudget::new(cfg.invalid_lookups_per_ip),
+            listener_live: AtomicBool::new(false),
+            listener_stats: ListenerStats::default(),
             lookups: AtomicU64::new(0),
             counts: Counts::default(),
         }
@@ -211,6 +246,12 @@ impl Validator {
         self.lookups.load(Ordering::Relaxed)
     }
 
+    /// How long a validation query may take before the database counts as
+    /// unreachable (`cache.db_deadline_ms`).
+    pub fn db_deadline(&self) -> Duration {
+        self.db_deadline
+    }
+
     /// How validations were answered so far (a metric).
     pub fn counts(&self) -> CacheCounts {
         let c = &self.counts;
@@ -219,6 +260,8 @@ impl Validator {
             negative_hits: c.negative_hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             rechecks: c.rechecks.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            revocations: c.revocations.load(Ordering::Relaxed),
         }
     }
 
@@ -232,62 +275,127 @@ impl Validator {
         self.cache.run_pending_tasks().await;
     }
 
-    /// Forget what we know about a token (it was revoked here).
-    pub async fn invalidate(&self, hash: &TokenHash) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.cache.invalidate(hash).await;
+    /// Is the push listener live (cached answers trusted until expiry)?
+    pub fn listener_live(&self) -> bool {
+        self.listener_live.load(Ordering::SeqCst)
     }
 
-    /// Validate a bearer token: `Ok` with its identity, or the rejection.
-    pub async fn validate(&self, token: &str) -> Result<Arc<Identity>, TokenError> {
+    /// What the push listener did so far.
+    pub fn listener_stats(&self) -> &ListenerStats {
+        &self.listener_stats
+    }
+
+    /// The push listener connected (`true`, after its `LISTEN` took
+    /// effect) or was lost (`false`). Either way what happened while it was
+    /// not listening is unknown: every entry is marked for re-check.
+    pub fn set_listener_live(&self, live: bool) {
+        if !live {
+            self.listener_live.store(false, Ordering::SeqCst);
+        }
+        self.revocations.record(Target::All);
+        if live {
+            self.listener_live.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Forget what we know about a token (it was revoked here).
+    pub async fn invalidate(&self, hash: &TokenHash) {
+        self.revoke(Target::Token(*hash)).await;
+    }
+
+    /// Apply a revocation (made here, or pushed from the database): record
+    /// it, then drop the entries it concerns. Call it after the change
+    /// committed.
+    pub async fn revoke(&self, target: Target) {
+        self.counts.revocations.fetch_add(1, Ordering::Relaxed);
+        self.revocations.record(target);
+        match target {
+            Target::Token(h) => self.cache.invalidate(&h).await,
+            Target::Account(id) => {
+                let gone: Vec<Arc<TokenHash>> = self
+                    .cache
+                    .iter()
+                    .filter(|(_, v)| matches!(v, Entry::Valid(e) if e.identity.account_id == id))
+                    .map(|(k, _)| k)
+                    .collect();
+                for k in gone {
+                    self.cache.invalidate(&*k).await;
+                }
+            }
+            // Kept: marked for re-check by the epoch (an outage still
+            // falls under the grace window).
+            Target::All => {}
+        }
+    }
+
+    /// Validate a bearer token presented by `client`: `Ok` with its
+    /// identity, or the rejection.
+    pub async fn validate(&self, token: &str, client: IpAddr) -> Result<Arc<Identity>, TokenError> {
         if !is_well_formed(token, Kind::Access) {
             return Err(TokenError::Invalid);
         }
         let key = hash(token);
         let now = Instant::now();
-        match self.cache.get(&key).await {
-            Some(Entry::Valid(e)) => {
+        let (entry, filled) = match self.cache.get(&key).await {
+            Some(entry) => (entry, false),
+            None => {
+                if let Err(retry_after_secs) = self.budget.check(client) {
+                    self.counts.throttled.fetch_add(1, Ordering::Relaxed);
+                    return Err(TokenError::Throttled { retry_after_secs });
+                }
+                self.counts.misses.fetch_add(1, Ordering::Relaxed);
+                (self.fill(key).await?, true)
+            }
+        };
+        match entry {
+            Entry::Valid(e) => {
                 if now >= e.expires_at {
                     return Err(TokenError::Invalid);
                 }
-                if e.trusted && now.duration_since(e.confirmed) < self.max_staleness {
-                    self.counts.hits.fetch_add(1, Ordering::Relaxed);
+                if self.trusts(&e, &key, now) {
+                    if !filled {
+                        self.counts.hits.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(e.identity.clone());
                 }
                 self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
                 self.recheck(key, now).await
             }
-            Some(Entry::Invalid) => {
-                self.counts.negative_hits.fetch_add(1, Ordering::Relaxed);
+            Entry::Invalid => {
+                if filled {
+                    self.budget.spend(client);
+                } else {
+                    self.counts.negative_hits.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(TokenError::Invalid)
             }
-            None => {
-                self.counts.misses.fetch_add(1, Ordering::Relaxed);
-                self.fill(key).await
-            }
         }
     }
 
-    /// Ask the database; the answer as a cache entry. A revocation that
-    /// happens while the query runs makes us ask again (it has committed by
-    /// the time it invalidates), up to a bound; past it the entry is stored
-    /// untrusted.
+    /// May a cached valid answer be used as is?
+    fn trusts(&self, e: &ValidEntry, key: &TokenHash, now: Instant) -> bool {
+        let since = e.epoch.load(Ordering::SeqCst);
+        if since != self.revocations.epoch() {
+            match self.revocations.check(since, key, e.identity.account_id) {
+                Verdict::Stands(epoch) => {
+                    e.epoch.fetch_max(epoch, Ordering::SeqCst);
+                }
+                Verdict::Recheck | Verdict::Revoked => return false,
+            }
+        }
+        self.listener_live() || now.duration_since(e.confirmed) < self.max_staleness
+    }
+
+    /// Ask the database; the answer as a cache entry, good as of the
+    /// revocation epoch read before the query.
     async fn lookup(&self, key: &TokenHash) -> Result<Entry, DbError> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            self.lookups.fetch_add(1, Ordering::Relaxed);
-            let record = lookup::find_access(&self.pool, key).await?;
-            let raced = self.epoch.load(Ordering::SeqCst) != epoch;
-            if raced && attempts < 3 {
-                continue;
-            }
-            return Ok(Self::entry_from(record, !raced));
-        }
+        let epoch = self.revocations.epoch();
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let record = lookup::find_access(&self.pool, key, self.db_deadline).await?;
+        Ok(Self::entry_from(record, epoch))
     }
 
-    fn entry_from(record: Option<AccessRecord>, trusted: bool) -> Entry {
+    fn entry_from(record: Option<AccessRecord>, epoch: u64) -> Entry {
         let now = Instant::now();
         let now_unix = unix_now();
         let Some(record) = record.filter(|r| r.is_valid(now_unix)) else {
@@ -306,21 +414,20 @@ impl Validator {
             identity: Arc::new(identity),
             expires_at: now + left,
             confirmed: now,
-            trusted,
+            epoch: AtomicU64::new(epoch),
             checked: now,
         }))
     }
 
     /// A miss: one query for all concurrent callers (errors shared too).
-    async fn fill(&self, key: TokenHash) -> Result<Arc<Identity>, TokenError> {
-        match self.cache.try_get_with(key, self.lookup(&key)).await {
-            Ok(Entry::Valid(e)) => Ok(e.identity.clone()),
-            Ok(Entry::Invalid) => Err(TokenError::Invalid),
-            Err(e) => {
+    async fn fill(&self, key: TokenHash) -> Result<Entry, TokenError> {
+        self.cache
+            .try_get_with(key, self.lookup(&key))
+            .await
+            .map_err(|e| {
                 tracing::warn!(error = %e, "token lookup failed");
-                Err(unavailable())
-            }
-        }
+                unavailable()
+            })
     }
 
     /// A stale hit: re-confirm with the database, once per key at a time.
@@ -344,7 +451,7 @@ impl Validator {
                                 identity: e.identity.clone(),
                                 expires_at: e.expires_at,
                                 confirmed: e.confirmed,
-                                trusted: e.trusted,
+                                epoch: AtomicU64::new(e.epoch.load(Ordering::SeqCst)),
                                 checked: Instant::now(),
                             }))))
                         }
@@ -368,8 +475,11 @@ impl Validator {
                 if e.confirmed >= seen_at {
                     // Confirmed by the database while we waited.
                     Ok(e.identity.clone())
-                } else if e.trusted && now.duration_since(e.confirmed) < self.outage_grace {
-                    // The database could not answer; it vouched recently enough.
+                } else if now.duration_since(e.confirmed) < self.outage_grace
+                    && !self.known_revoked(&e, &key)
+                {
+                    // The database could not answer; it vouched recently
+                    // enough, and no revocation of it is known since.
                     Ok(e.identity.clone())
                 } else {
                     Err(unavailable())
@@ -378,5 +488,13 @@ impl Validator {
             Some(Entry::Invalid) => Err(TokenError::Invalid),
             None => Err(unavailable()),
         }
+    }
+
+    /// Is a revocation of this token or its account known since the entry
+    /// was confirmed? (Losing the listener is not one.)
+    fn known_revoked(&self, e: &ValidEntry, key: &TokenHash) -> bool {
+        let since = e.epoch.load(Ordering::SeqCst);
+        since != self.revocations.epoch()
+            && self.revocations.check(since, key, e.identity.account_id) == Verdict::Revoked
     }
 }

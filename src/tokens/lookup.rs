@@ -3,6 +3,8 @@
 //! prepared statement) and introspection; [`find_refresh`] for
 //! introspection; [`access_is_live`] for a re-check under a caller's lock.
 
+use std::time::Duration;
+
 use deadpool_postgres::{GenericClient, Pool};
 
 use super::issue::IssueError;
@@ -48,13 +50,37 @@ SELECT t.token_id, a.account_id, a.username, a.is_active, t.active, t.expires, t
  GROUP BY t.token_id, a.account_id, c.client_id";
 
 /// Look an access token up by its hash. `Ok(None)`: no such token.
-pub async fn find_access(pool: &Pool, hash: &TokenHash) -> Result<Option<AccessRecord>, DbError> {
-    let conn = pool.get().await?;
-    let stmt = conn.prepare_cached(FIND_ACCESS).await.map_err(classify)?;
-    let row = conn
-        .query_opt(&stmt, &[&hash_hex(hash)])
-        .await
-        .map_err(classify)?;
+///
+/// Bounded by `deadline` as a whole (waiting for a pooled connection
+/// included): a database that does not answer in time is
+/// [`DbError::Unavailable`], so a hung server never hangs a request
+/// (`docs/operations.md`, "Token cache consistency"). A connection whose
+/// query overran is closed rather than returned to the pool, where its
+/// late answer would be read by the next query.
+pub async fn find_access(
+    pool: &Pool,
+    hash: &TokenHash,
+    deadline: Duration,
+) -> Result<Option<AccessRecord>, DbError> {
+    let started = tokio::time::Instant::now();
+    let late = || DbError::Unavailable(format!("no answer within {} ms", deadline.as_millis()));
+    let conn = match tokio::time::timeout(deadline, pool.get()).await {
+        Ok(conn) => conn?,
+        Err(_) => return Err(late()),
+    };
+    let query = async {
+        let stmt = conn.prepare_cached(FIND_ACCESS).await.map_err(classify)?;
+        conn.query_opt(&stmt, &[&hash_hex(hash)])
+            .await
+            .map_err(classify)
+    };
+    let row = match tokio::time::timeout_at(started + deadline, query).await {
+        Ok(row) => row?,
+        Err(_) => {
+            drop(deadpool_postgres::Object::take(conn));
+            return Err(late());
+        }
+    };
     let Some(row) = row else {
         return Ok(None);
     };

@@ -16,6 +16,9 @@
 //!   introspection);
 //! - [`cache`]: access-token validation behind a bounded cache, and
 //!   [`bearer`]: the credentials a request presents;
+//! - [`revocations`], [`listener`]: what was revoked lately, and the
+//!   `LISTEN` connection that hears revocations made anywhere;
+//!   [`budget`]: the per-address budget of lookups that find nothing;
 //! - [`sweep`]: deleting what has expired.
 //!
 //! This module knows nothing of accounts beyond their rows: the scopes a
@@ -43,9 +46,12 @@
 //! whole families only, never a root alone: the root is the family's lock.
 
 pub mod bearer;
+pub mod budget;
 pub mod cache;
 pub mod issue;
+pub mod listener;
 pub mod lookup;
+pub mod revocations;
 pub mod revoke;
 pub mod rotate;
 pub mod sweep;

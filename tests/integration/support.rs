@@ -76,8 +76,8 @@ pub async fn insert_token(db: &TestDb, username: &str, scopes: &[&str], ttl_secs
     scopegate::testing::insert_token(&db.pool(), username, scopes, ttl_secs).await
 }
 
-/// Mark a token revoked in the database (as /oauth/revoke would, but
-/// without telling this replica's cache).
+/// Mark a token revoked in the database, as another replica or the CLI
+/// would (the database pushes the revocation to listening gateways).
 pub async fn revoke_in_db(db: &TestDb, token: &str) {
     let hash = scopegate::tokens::hash_hex(&scopegate::tokens::hash(token));
     let conn = db.pool().get().await.unwrap();
@@ -89,6 +89,27 @@ pub async fn revoke_in_db(db: &TestDb, token: &str) {
         .await
         .unwrap();
     assert_eq!(n, 1);
+}
+
+/// Mark a token revoked in the database without the push (its triggers
+/// off for this one statement), as a replica whose listener is down would
+/// see it.
+pub async fn revoke_in_db_unannounced(db: &TestDb, token: &str) {
+    let hash = scopegate::tokens::hash_hex(&scopegate::tokens::hash(token));
+    let mut conn = db.pool().get().await.unwrap();
+    let tx = conn.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .unwrap();
+    let n = tx
+        .execute(
+            "UPDATE access_tokens SET active = false WHERE token = $1",
+            &[&hash],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    tx.commit().await.unwrap();
 }
 
 /// A plain HTTP/1.1 client.
@@ -257,6 +278,7 @@ async fn spawn_app_inner(
     tokio::spawn(app.run(async move {
         let _ = rx.wait_for(|s| *s).await;
     }));
+    ready(admin).await;
     TestApp {
         addr,
         admin,
@@ -264,6 +286,23 @@ async fn spawn_app_inner(
         db,
         upstream,
         _stop: tx,
+    }
+}
+
+/// Wait (bounded) until the admin listener's `/readyz` says the database
+/// answers: the pool then holds a connection, so a test's first request
+/// does not pay for connecting. A test whose database is unreachable on
+/// purpose goes on after the bound.
+async fn ready(admin: SocketAddr) {
+    let url = format!("http://{admin}/readyz");
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        if let Ok(r) = http().get(&url).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,171 @@
+//! The validation cache against a hung database and against token
+//! spraying (`docs/security.md`, "Database outage" and "Token spraying").
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use scopegate::testing::{FaultProxy, TestDb};
+
+use crate::support::{http_from, insert_token, raw_get, spawn_app, spawn_app_via};
+
+/// `cache.db_deadline_ms` in these tests.
+const DEADLINE_MS: u64 = 300;
+/// Slack for a loaded 2-core machine on top of a configured bound.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+fn route(extra: &str) -> String {
+    format!(
+        r#"
+[cache]
+{extra}
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+"#
+    )
+}
+
+/// A database that stops answering (connections open, nothing comes back,
+/// as with SIGSTOP) never hangs a request: within the deadline a cached
+/// token passes on the grace window, an uncached one is 503, and every
+/// waiter of a single flight is released with it; recovery needs no
+/// restart.
+#[tokio::test]
+async fn a_hung_database_never_hangs_a_request() {
+    let db = TestDb::new().await;
+    let proxy = FaultProxy::to_db(&db).await;
+    let url = db.url_via(&proxy);
+    let app = spawn_app_via(
+        &route(&format!(
+            "db_deadline_ms = {DEADLINE_MS}\nmax_staleness_secs = 1\noutage_grace_secs = 60"
+        )),
+        db,
+        url,
+    )
+    .await;
+    let cached = insert_token(&app.db, "u", &["api"], 3600).await;
+    let cold = insert_token(&app.db, "u", &["api"], 3600).await;
+    // Cached (and the pool warm), allowing for a slow first connection.
+    let start = Instant::now();
+    while raw_get(app.addr, "/api", &bearer(&cached)).await.status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never served");
+    }
+
+    proxy.stall();
+    let bound = Duration::from_millis(DEADLINE_MS) + MARGIN;
+    // The cached token passes (confirmed well within the grace window),
+    // whether or not its entry needs a re-check by now.
+    let start = Instant::now();
+    assert_eq!(
+        raw_get(app.addr, "/api", &bearer(&cached)).await.status,
+        200
+    );
+    assert!(start.elapsed() < bound, "cached: {:?}", start.elapsed());
+    // The uncached one, sent by 20 clients at once: all 503 with
+    // Retry-After, all within the deadline (the single flight's query is
+    // abandoned at the deadline, its waiters with it).
+    let start = Instant::now();
+    let cold_header = bearer(&cold);
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| raw_get(app.addr, "/api", &cold_header)))
+            .await;
+    for r in &answers {
+        assert_eq!(r.status, 503);
+        assert!(r.header("retry-after").is_some());
+    }
+    assert!(start.elapsed() < bound, "uncached: {:?}", start.elapsed());
+    // Past max_staleness the cached token is re-checked: still bounded.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let start = Instant::now();
+    assert_eq!(
+        raw_get(app.addr, "/api", &bearer(&cached)).await.status,
+        200
+    );
+    assert!(start.elapsed() < bound, "re-check: {:?}", start.elapsed());
+
+    proxy.restore();
+    let start = Instant::now();
+    loop {
+        match raw_get(app.addr, "/api", &bearer(&cold)).await.status {
+            200 => break,
+            503 => {}
+            s => panic!("status {s} while recovering"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Random tokens from one address: after the burst (twice the rate) the
+/// address gets 429 + Retry-After for uncached tokens, without a query;
+/// its cached token still passes; other addresses are untouched; valid
+/// cold tokens never spend the budget.
+#[tokio::test]
+async fn spraying_is_budgeted_per_address_and_valid_tokens_never_pay() {
+    let app = spawn_app(&route("invalid_lookups_per_ip = 5\nnegative_ttl_secs = 60")).await;
+    let sprayer: IpAddr = [127, 0, 0, 21].into();
+    let other: IpAddr = [127, 0, 0, 22].into();
+    let relay: IpAddr = [127, 0, 0, 23].into();
+    let valid = insert_token(&app.db, "u", &["api"], 3600).await;
+    let get = |from: IpAddr, token: String| {
+        let url = app.url("/api");
+        async move {
+            http_from(from)
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get(sprayer, valid.clone()).await.status(), 200);
+    let random = || scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap();
+    let tokens = &app.state.tokens;
+    let before = tokens.db_lookups();
+    let (mut refused, mut throttled) = (0, 0);
+    for _ in 0..40 {
+        let r = get(sprayer, random()).await;
+        match r.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                let after: u64 = r.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=2).contains(&after), "Retry-After {after}");
+                throttled += 1;
+            }
+            s => panic!("status {s}"),
+        }
+    }
+    let queried = tokens.db_lookups() - before;
+    // A burst of 10 (2 x 5/s), plus what refilled during the run.
+    assert!(
+        (10..=20).contains(&refused),
+        "{refused} refused, {throttled} throttled"
+    );
+    assert_eq!(queried, refused, "every 429 was answered without a query");
+    assert!(throttled >= 20);
+    // The sprayer's cached token is never throttled...
+    assert_eq!(get(sprayer, valid.clone()).await.status(), 200);
+    // ... another address has its own budget...
+    assert_eq!(get(other, random()).await.status(), 401);
+    // ... and 30 fresh valid tokens relayed from one address all pass and
+    // leave its budget whole: 10 invalid ones are still looked up after.
+    for _ in 0..30 {
+        let fresh = insert_token(&app.db, "relayed", &["api"], 3600).await;
+        assert_eq!(get(relay, fresh).await.status(), 200);
+    }
+    for i in 0..10 {
+        assert_eq!(get(relay, random()).await.status(), 401, "invalid {i}");
+    }
+    assert!(tokens.counts().throttled >= throttled);
+}

@@ -1,0 +1,230 @@
+//! Revocations pushed to every replica (`docs/operations.md`, "Token cache
+//! consistency"): two gateways on one database, the listener lost and
+//! regained, and a revocation racing a cache fill.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use scopegate::testing::TestDb;
+use scopegate::tokens::cache::TokenError;
+
+use crate::support::{insert_token, raw_get, revoke_in_db, spawn_app_on, TestApp};
+
+/// Staleness long enough that only a push can explain a quick rejection.
+const CONFIG: &str = r#"
+[cache]
+max_staleness_secs = 30
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+"#;
+
+/// How long a push may take here before the test calls it lost: far below
+/// `max_staleness_secs`, far above what delivery takes (milliseconds).
+const PUSH_LIMIT: Duration = Duration::from_secs(5);
+
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// A second handle on the same database (the first stays with its app).
+fn same(db: &TestDb) -> TestDb {
+    TestDb {
+        name: db.name.clone(),
+        url: db.url.clone(),
+    }
+}
+
+/// Wait (bounded) until `app`'s revocation listener has connected `n`
+/// times in all.
+async fn listening(app: &TestApp, n: u64) {
+    let stats = app.state.tokens.listener_stats();
+    let start = Instant::now();
+    while stats.connects.load(Ordering::SeqCst) < n || !app.state.tokens.listener_live() {
+        assert!(start.elapsed() < PUSH_LIMIT, "the listener never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn status(app: &TestApp, token: &str) -> u16 {
+    raw_get(app.addr, "/api", &bearer(token)).await.status
+}
+
+/// Poll `app` until `token` is refused; how long after `since` it was.
+async fn refused_after(app: &TestApp, token: &str, since: Instant) -> Duration {
+    loop {
+        let s = status(app, token).await;
+        if s == 401 {
+            return since.elapsed();
+        }
+        assert_eq!(s, 200, "neither accepted nor refused");
+        assert!(since.elapsed() < PUSH_LIMIT, "the revocation never arrived");
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_through_one_replica_reaches_the_other() {
+    let a = spawn_app_on(CONFIG, TestDb::new().await).await;
+    let b = spawn_app_on(CONFIG, same(&a.db)).await;
+    listening(&a, 1).await;
+    listening(&b, 1).await;
+    let rounds = 200;
+    let mut delays = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = insert_token(&a.db, "alice", &["api"], 3600).await;
+        assert_eq!(status(&b, &t).await, 200, "b caches it");
+        assert_eq!(status(&a, &t).await, 200, "a caches it");
+        // Revoked through A's own endpoint (RFC 7009).
+        let revoked = reqwest::Client::new()
+            .post(a.url("/oauth/revoke"))
+            .form(&[("token", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200);
+        let at = Instant::now();
+        // A dropped it at once; B hears it from the database.
+        assert_eq!(status(&a, &t).await, 401);
+        delays.push(refused_after(&b, &t, at).await);
+    }
+    delays.sort();
+    let p = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "revocation seen by the other replica: p50 {:?}, p99 {:?}, max {:?} ({rounds} revocations)",
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+    let pushed = b.state.tokens.listener_stats();
+    assert!(pushed.notifications.load(Ordering::SeqCst) >= rounds as u64);
+}
+
+#[tokio::test]
+async fn an_account_disabled_through_the_admin_api_is_refused_by_both_replicas() {
+    let a = spawn_app_on(CONFIG, TestDb::new().await).await;
+    let b = spawn_app_on(CONFIG, same(&a.db)).await;
+    listening(&b, 1).await;
+    let admin = insert_token(&a.db, "root", &["scopegate:admin"], 3600).await;
+    let t = insert_token(&a.db, "bob", &["api"], 3600).await;
+    assert_eq!(status(&a, &t).await, 200);
+    assert_eq!(status(&b, &t).await, 200);
+    let conn = a.db.pool().get().await.unwrap();
+    let id: i32 = conn
+        .query_one(
+            "SELECT account_id FROM accounts WHERE username = 'bob'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let patched = reqwest::Client::new()
+        .patch(format!("http://{}/admin/accounts/{id}", a.admin))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"is_active": false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let at = Instant::now();
+    assert_eq!(
+        status(&a, &t).await,
+        401,
+        "the same replica: the next request"
+    );
+    let took = refused_after(&b, &t, at).await;
+    eprintln!("deactivation seen by the other replica after {took:?}");
+}
+
+#[tokio::test]
+async fn a_lost_listener_reconnects_and_what_was_revoked_meanwhile_is_refused() {
+    let app = spawn_app_on(CONFIG, TestDb::new().await).await;
+    listening(&app, 1).await;
+    let t = insert_token(&app.db, "carol", &["api"], 3600).await;
+    assert_eq!(status(&app, &t).await, 200);
+    let stats = app.state.tokens.listener_stats();
+    let conn = app.db.pool().get().await.unwrap();
+    let ended = conn
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE application_name = $1 AND datname = current_database()",
+            &[&scopegate::tokens::listener::APPLICATION_NAME],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(ended, 1, "one listening session");
+    // Wait until the gateway knows it lost the listener...
+    let start = Instant::now();
+    while stats.disconnects.load(Ordering::SeqCst) == 0 {
+        assert!(start.elapsed() < PUSH_LIMIT, "the loss went unnoticed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ... and revoke while it may not be listening: no notice can reach it.
+    revoke_in_db(&app.db, &t).await;
+    // Every entry was marked for re-check when the listener went: the
+    // database answers, so the revocation is seen at once, listener or not.
+    assert_eq!(status(&app, &t).await, 401);
+    listening(&app, 2).await;
+    assert_eq!(status(&app, &t).await, 401, "and never accepted afterwards");
+    // Pushes work again after the reconnection.
+    let u = insert_token(&app.db, "carol", &["api"], 3600).await;
+    assert_eq!(status(&app, &u).await, 200);
+    let at = Instant::now();
+    revoke_in_db(&app.db, &u).await;
+    refused_after(&app, &u, at).await;
+    // And /metrics tells the story.
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(value("scopegate_listener_up"), 1);
+    assert!(value("scopegate_listener_connects_total") >= 2);
+    assert!(value("scopegate_listener_disconnects_total") >= 1);
+    assert!(value("scopegate_listener_notifications_total") >= 1);
+    assert!(value("scopegate_cache_revocations_total") >= 1);
+}
+
+/// A revocation racing the query that fills the cache never leaves the
+/// revoked token valid (the fill's answer predates the revocation's
+/// epoch, so its first use re-checks it).
+#[tokio::test]
+async fn a_revocation_racing_a_cache_fill_never_leaves_the_token_valid() {
+    let app = spawn_app_on(CONFIG, TestDb::new().await).await;
+    listening(&app, 1).await;
+    let tokens = &app.state.tokens;
+    for trial in 0..200 {
+        let t = insert_token(&app.db, "dave", &["api"], 3600).await;
+        let hash = scopegate::tokens::hash(&t);
+        let fill = tokens.validate(&t, LOCAL);
+        let revoke = async {
+            // Yield a varying number of times so the two interleave
+            // differently from trial to trial.
+            for _ in 0..(trial % 7) {
+                tokio::task::yield_now().await;
+            }
+            revoke_in_db(&app.db, &t).await;
+            tokens.invalidate(&hash).await;
+        };
+        let _ = tokio::join!(fill, revoke);
+        assert_eq!(
+            tokens.validate(&t, LOCAL).await.unwrap_err(),
+            TokenError::Invalid,
+            "trial {trial}: the revoked token is still valid"
+        );
+    }
+}
