@@ -51,7 +51,7 @@ use super::client_auth::{self, Caller};
 use super::form::Form;
 use super::{client_grants, invalid_grant, invalid_scope, json, require_method, OAuth, OAuthStats};
 use crate::accounts::scopes::{self, select_scopes};
-use crate::accounts::store::{confirm_login, find_login, upgrade_password_hash, LoginRecord};
+use crate::accounts::store::{confirm_login, find_login, LoginRecord};
 use crate::accounts::{normalize_username, Password, MAX_PASSWORD_BYTES};
 use crate::body::Body;
 use crate::db::DbError;
@@ -154,7 +154,7 @@ async fn password_grant(
             Login::Issued(pair) => {
                 oauth.throttle.succeeded(attempt);
                 OAuthStats::bump(&oauth.stats.logins);
-                rehash(oauth, &record, raw_password).await;
+                super::login::rehash(oauth, &record, raw_password).await;
                 return Ok(token_response(&pair));
             }
             Login::InvalidScope => {
@@ -166,33 +166,6 @@ async fn password_grant(
     }
     // Superseded twice in a row: undecided, and nothing issued.
     Err(invalid_grant(BAD_CREDENTIALS))
-}
-
-/// A hash made with other argon2 parameters than the current ones is
-/// replaced after a successful login (once per account, on the hashing
-/// pool). Failing that (the pool is busy, the database is gone) changes
-/// nothing for this login; the next one tries again.
-async fn rehash(oauth: &OAuth, record: &LoginRecord, password: &str) {
-    let upgraded = upgrade_password_hash(
-        &oauth.db,
-        &oauth.hasher,
-        record.account_id,
-        &record.password_hash,
-        Password::new(password),
-    )
-    .await;
-    match upgraded {
-        Ok(true) => tracing::info!(
-            account_id = record.account_id,
-            "password rehashed with the current parameters"
-        ),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(
-            account_id = record.account_id,
-            error = %e,
-            "could not rehash the password with the current parameters"
-        ),
-    }
 }
 
 /// How [`issue_login`] ended.

@@ -697,3 +697,61 @@ async fn a_confidential_client_with_the_scope_may_introspect() {
         Some("Bearer realm=\"scopegate\"")
     );
 }
+
+/// A login on the page rehashes a password made with other argon2
+/// parameters, and the code it issues is bound to the new hash (so it
+/// still exchanges).
+#[tokio::test]
+async fn a_login_on_the_page_rehashes_and_its_code_still_works() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let app = spawn_app(CONFIG).await;
+    let client = setup(&app).await;
+    let old = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(7168, 5, 1, None).unwrap(),
+    )
+    .hash_password(
+        b"correct horse",
+        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $1 WHERE username = 'alice'",
+        &[&old],
+    )
+    .await;
+    let code = code_for(
+        &app,
+        &client,
+        &request(&client, "s"),
+        "alice",
+        "correct horse",
+    )
+    .await;
+    let conn = app.db.pool().get().await.unwrap();
+    let now: String = conn
+        .query_one(
+            "SELECT password FROM accounts WHERE username = 'alice'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(now, old, "rehashed");
+    assert!(now.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{now}");
+    exchange(
+        &app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", &client.client_id),
+        ],
+    )
+    .await
+    .pair();
+}

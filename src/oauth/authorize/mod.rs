@@ -350,7 +350,7 @@ async fn submit(
             "Enter your username and password.",
         ));
     };
-    let record = match login::check(oauth, username, Password::new(password), ctx.peer.ip()).await {
+    let record = match login::check(oauth, username, Password::new(password), ctx.client).await {
         Ok(r) => r,
         Err(LoginFailure::Wrong) => {
             return Ok(page_again(
