@@ -336,6 +336,12 @@ impl Sources {
             "swept_refresh_tokens",
             "Refresh tokens of wholly expired families deleted by the cleanup sweep.",
             load(&s.refresh_tokens),
+        )?;
+        counter(
+            e,
+            "swept_authorization_codes",
+            "Expired authorization codes deleted by the cleanup sweep.",
+            load(&s.authorization_codes),
         )
     }
 }
