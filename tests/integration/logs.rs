@@ -213,3 +213,37 @@ async fn text_to_a_pipe_has_no_colour_codes() {
         assert!(serde_json::from_str::<Value>(line).is_err(), "{line}");
     }
 }
+
+/// `docs/operations.md` ("Logs") lists every audit event the admin API
+/// emits, and no other.
+#[test]
+fn the_audit_table_names_every_event_the_code_emits() {
+    use std::collections::BTreeSet;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut emitted = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("src/admin")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (i, _) in text.match_indices(".audit(") {
+            // The event is the call's first string literal.
+            let call = &text[i..];
+            let start = call.find('"').unwrap() + 1;
+            let end = start + call[start..].find('"').unwrap();
+            emitted.insert(call[start..end].to_owned());
+        }
+    }
+    assert!(emitted.len() >= 20, "{emitted:?}");
+
+    let doc = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let table = doc
+        .split_once("| `what` | made by | `id` | `grant` |")
+        .expect("the audit table")
+        .1;
+    let mut documented = BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let first = row.split('|').nth(1).unwrap();
+        for name in first.split(',') {
+            documented.insert(name.trim().trim_matches('`').to_owned());
+        }
+    }
+    assert_eq!(documented, emitted);
+}
