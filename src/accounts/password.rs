@@ -111,6 +111,12 @@ enum Job {
         phc: String,
         reply: oneshot::Sender<bool>,
     },
+    /// Occupies the thread that takes it until released ([`Hasher::occupy`]).
+    #[cfg(feature = "testing")]
+    Hold {
+        started: oneshot::Sender<()>,
+        release: Receiver<()>,
+    },
 }
 
 /// The hashing pool. Cheap to share (`Arc`); the threads stop when it is
@@ -248,6 +254,30 @@ impl Hasher {
     }
 }
 
+/// Test hook (feature `testing`): one hashing thread held by
+/// [`Hasher::occupy`] until this guard is dropped.
+#[cfg(feature = "testing")]
+pub struct Occupied {
+    _release: mpsc::Sender<()>,
+}
+
+#[cfg(feature = "testing")]
+impl Hasher {
+    /// Occupy one hashing thread until the returned guard is dropped, so a
+    /// test can make jobs wait in the queue (the `hash_queue_depth` metric)
+    /// without racing argon2. Resolves once a thread holds it.
+    pub async fn occupy(&self) -> Result<Occupied, HashError> {
+        let (started, running) = oneshot::channel();
+        let (release, held) = mpsc::channel();
+        self.submit(Job::Hold {
+            started,
+            release: held,
+        })?;
+        running.await.map_err(|_| HashError::Gone)?;
+        Ok(Occupied { _release: release })
+    }
+}
+
 /// A PHC string with the current parameters, a random salt and a random
 /// (unreachable) output.
 fn dummy_phc() -> String {
@@ -321,6 +351,12 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, stats: Arc<Stats>) {
                     continue;
                 }
                 let _ = reply.send(verify_with(&mut blocks, &password, &phc, &stats.computed));
+            }
+            #[cfg(feature = "testing")]
+            Job::Hold { started, release } => {
+                let _ = started.send(());
+                // Returns when the `Occupied` guard (the sender) is dropped.
+                let _ = release.recv();
             }
         }
     }

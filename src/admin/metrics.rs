@@ -268,17 +268,28 @@ impl Sources {
     fn tokens_and_logins(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let o = &self.oauth.stats;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        counter(
-            e,
+        // One child per grant type, their labels fixed here: counting an
+        // issuance on the request path is one relaxed increment of the
+        // grant's own counter in `OAuthStats`.
+        let mut m = e.encode_descriptor(
             "tokens_issued",
-            "Token pairs issued by the password grant.",
-            load(&o.logins),
+            "Tokens issued by /oauth/token, by grant type (password, refresh_token, authorization_code: an access and a refresh token; client_credentials: an access token).",
+            None,
+            MetricType::Counter,
         )?;
+        for (grant, n) in [
+            ("password", &o.logins),
+            ("refresh_token", &o.refreshes),
+            ("authorization_code", &o.code_exchanges),
+            ("client_credentials", &o.client_credentials),
+        ] {
+            ConstCounter::new(load(n)).encode(m.encode_family(&[("grant", grant)])?)?;
+        }
         counter(
             e,
-            "tokens_refreshed",
-            "Token pairs issued by refresh-token rotation.",
-            load(&o.refreshes),
+            "authorization_codes_issued",
+            "Authorization codes issued by the login page (POST /oauth/authorize).",
+            load(&o.codes),
         )?;
         counter(
             e,
@@ -374,6 +385,12 @@ impl Sources {
             "swept_refresh_tokens",
             "Refresh tokens of wholly expired families deleted by the cleanup sweep.",
             load(&s.refresh_tokens),
+        )?;
+        counter(
+            e,
+            "swept_authorization_codes",
+            "Expired authorization codes deleted by the cleanup sweep.",
+            load(&s.authorization_codes),
         )
     }
 }

@@ -213,7 +213,12 @@ async fn run_dev(config: Config) -> CliResult {
     match demo_client(app.state(), echo_addr).await {
         Ok(client_id) => eprint!(
             "{}",
-            code_walkthrough(&app.state().config.oauth.issuer, &client_id, echo_addr)
+            code_walkthrough(
+                &app.state().config.oauth.issuer,
+                proxy,
+                &client_id,
+                echo_addr
+            )
         ),
         Err(e) => eprintln!("warning: cannot register the demo OAuth client: {e}"),
     }
@@ -235,35 +240,70 @@ async fn run_dev(config: Config) -> CliResult {
 
 /// The demo public client's name.
 pub const DEMO_CLIENT: &str = "demo-app";
+/// The scope the demo client may obtain, and that `config/dev.toml`'s
+/// `demo` route requires: the browser flow hands out tokens for the demo
+/// and nothing else (never `scopegate:admin`).
+pub const DEMO_SCOPE: &str = "demo:read";
+/// The account the walk-through signs in as (the bootstrap administrator).
+const DEMO_USER: &str = "admin";
 
-/// Register the demo public client (`demo-app`, allowed `scopegate:admin`,
-/// redirected to the echo upstream's `/callback`), or reuse it. Returns
-/// its `client_id`.
-async fn demo_client(
-    state: &crate::app::State,
-    echo: SocketAddr,
-) -> Result<String, crate::clients::store::ClientError> {
+/// Why the demo client could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error(transparent)]
+    Client(#[from] crate::clients::store::ClientError),
+    #[error(transparent)]
+    Account(#[from] crate::accounts::store::StoreError),
+}
+
+/// Register the demo public client (`demo-app`, allowed [`DEMO_SCOPE`]
+/// only, redirected to the echo upstream's `/callback`), or reuse it;
+/// create the scope and grant it to `admin` so signing in as `admin` gets
+/// a demo token. Returns the client's `client_id`.
+async fn demo_client(state: &crate::app::State, echo: SocketAddr) -> Result<String, DemoError> {
+    use crate::accounts::{catalog, store::StoreError};
     use crate::clients::store;
+    match catalog::create_scope(
+        &state.db,
+        "Demo (read)",
+        DEMO_SCOPE,
+        Some("scopegate dev's demo"),
+    )
+    .await
+    {
+        Ok(_) | Err(StoreError::DuplicateScope(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match crate::accounts::store::grant(&state.db, DEMO_USER, &[DEMO_SCOPE.into()], &[]).await {
+        Ok(_) => {}
+        // Bootstrap named the administrator otherwise (`admin` exists
+        // without the admin scope): the walk-through's sign-in is the
+        // operator's to adapt.
+        Err(StoreError::UnknownAccount(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let redirect = format!("http://{echo}/callback");
     if let Some(c) = store::find(&state.db, DEMO_CLIENT).await? {
-        if c.public && c.redirect_uris.contains(&redirect) {
+        if c.public && c.redirect_uris.contains(&redirect) && c.scopes == [DEMO_SCOPE] {
             return Ok(c.client_id);
         }
-        // The echo moved (another port): register the client afresh.
+        // The echo moved (another port), or an older `dev` registered it
+        // with other scopes: register the client afresh (deleting it
+        // revokes what it issued).
         store::delete(&state.db, c.id).await?;
     }
     let created = store::create(
         &state.db,
         store::NewClient {
             name: DEMO_CLIENT.into(),
-            scopes: vec![crate::accounts::bootstrap::ADMIN_SCOPE.into()],
+            scopes: vec![DEMO_SCOPE.into()],
             redirect_uris: vec![redirect],
             public: true,
         },
     )
     .await?;
     eprintln!(
-        "registered the demo public OAuth client {DEMO_CLIENT} ({})",
+        "registered the demo public OAuth client {DEMO_CLIENT} ({}, scope {DEMO_SCOPE})",
         created.client.client_id
     );
     Ok(created.client.client_id)
@@ -271,26 +311,30 @@ async fn demo_client(
 
 /// The authorization code flow with PKCE, for the demo client. The
 /// verifier is RFC 7636 Appendix B's: fine for a demo, never for an app.
-fn code_walkthrough(issuer: &str, client_id: &str, echo: SocketAddr) -> String {
+fn code_walkthrough(issuer: &str, proxy: SocketAddr, client_id: &str, echo: SocketAddr) -> String {
     const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge = crate::clients::codes::challenge_of(VERIFIER);
     let redirect = format!("http://{echo}/callback");
+    let g = format!("http://{proxy}");
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
         .append_pair("client_id", client_id)
         .append_pair("redirect_uri", &redirect)
-        .append_pair("scope", crate::accounts::bootstrap::ADMIN_SCOPE)
+        .append_pair("scope", DEMO_SCOPE)
         .append_pair("state", "demo")
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256")
         .finish();
     format!(
-        "\nAuthorization code with PKCE (the demo public client {DEMO_CLIENT}):\n\
-         \x20 open in a browser and sign in as admin:\n\
+        "\nAuthorization code with PKCE (the demo public client {DEMO_CLIENT}, scope {DEMO_SCOPE}):\n\
+         \x20 open in a browser and sign in as {DEMO_USER}:\n\
          \x20 authorize: {issuer}/oauth/authorize?{query}\n\
          \x20 # the echo upstream then shows the URL it was sent to: copy its code=... value\n\
-         \x20 curl -s {issuer}/oauth/token -d grant_type=authorization_code -d client_id={client_id} \\\n\
-         \x20     --data-urlencode redirect_uri={redirect} -d code_verifier={VERIFIER} -d code=PASTE_THE_CODE\n\
+         \x20 CODE_TOKEN=$(curl -s {issuer}/oauth/token -d grant_type=authorization_code -d client_id={client_id} \\\n\
+         \x20     --data-urlencode redirect_uri={redirect} -d code_verifier={VERIFIER} -d code=PASTE_THE_CODE \\\n\
+         \x20     | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\n\
+         \x20 curl -i -H \"Authorization: Bearer $CODE_TOKEN\" {g}/demo/hello         # 200: the token holds {DEMO_SCOPE}\n\
+         \x20 curl -i -H \"Authorization: Bearer $CODE_TOKEN\" {g}/admin-area/hello   # 403: and nothing else\n\
          \x20 curl -s {issuer}/.well-known/oauth-authorization-server   # the server's metadata (RFC 8414)\n\n"
     )
 }

@@ -1,7 +1,8 @@
 //! The command line, at the edge of the crate: clap definitions, dispatch,
 //! and one file per command group ([`serve`], [`dev`], [`account`] for
-//! accounts, scopes and roles, [`client`] for OAuth clients, [`route`] for `route explain` and
-//! `check-config`). Commands call into the library and print what it
+//! accounts, scopes and roles, [`client`] for OAuth clients, [`route`] for
+//! `route explain` and `check-config`), plus [`logs`] (where log lines go,
+//! and in which format). Commands call into the library and print what it
 //! returns; nothing below this module prints or knows about exit codes.
 //!
 //! Exit codes (`docs/operations.md`): 0 ok, 1 runtime failure, 2 usage or
@@ -10,6 +11,7 @@
 pub mod account;
 pub mod client;
 pub mod dev;
+pub mod logs;
 pub mod route;
 pub mod serve;
 
@@ -33,6 +35,17 @@ pub struct Cli {
     /// Configuration file [default: config/scopegate.toml; `dev` uses config/dev.toml]
     #[arg(long, global = true, env = "SCOPEGATE_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Log line format on stderr: `text` (coloured only on a terminal) or
+    /// `json` (one object per line)
+    #[arg(
+        long,
+        global = true,
+        env = "SCOPEGATE_LOG_FORMAT",
+        value_enum,
+        default_value_t = logs::LogFormat::Text
+    )]
+    pub log_format: logs::LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -126,7 +139,7 @@ pub type CliResult = Result<(), Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = init_tracing();
+    let _log_guard = logs::init(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -134,26 +147,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
-}
-
-/// Logs go to stderr through a background writer thread: a slow or full
-/// log sink drops lines instead of blocking request handling
-/// (`docs/operations.md`, "Logs"). The guard flushes what is queued when
-/// `main` returns.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SCOPEGATE_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
-    guard
 }
 
 /// The configuration path for a command.

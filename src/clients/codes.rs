@@ -15,9 +15,10 @@
 //! - Wrong client, wrong redirect URI, wrong verifier, expired code: the
 //!   same "invalid" answer (`invalid_grant`), and the code is not spent
 //!   (a stolen code without its verifier is useless anyway).
-//! - Codes are deleted a day after they expire (when new ones are made):
-//!   replays are detected while the code could still be valid, and long
-//!   after.
+//! - The cleanup sweep ([`crate::tokens::sweep`]) deletes a code that was
+//!   never exchanged once it expires; an exchanged one stays while the
+//!   refresh token it issued exists, so a replay is detected as long as
+//!   there is something to revoke.
 
 use std::time::Duration;
 
@@ -139,13 +140,6 @@ pub async fn create(pool: &Pool, new: NewCode<'_>) -> Result<Secret, CodeError> 
         ],
     )
     .await?;
-    // Housekeeping, off the answer's path: long-expired codes go.
-    let _ = conn
-        .execute(
-            "DELETE FROM authorization_codes WHERE expires < $1",
-            &[&(now - 86_400)],
-        )
-        .await;
     Ok(code)
 }
 

@@ -30,6 +30,52 @@ fn lines_of(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
     });
 }
 
+/// The browser flow of the printed authorize URL (`path`): the login page,
+/// signing in as admin, the code exchange with RFC 7636's verifier (the
+/// walk-through's). Returns the access token, after checking its scope.
+async fn demo_token(gateway: std::net::SocketAddr, path: &str, password: &str) -> String {
+    use crate::clients_authorize::{cookie, hidden_fields, location_params, param, VERIFIER};
+    use crate::oauth::{encode, send};
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    assert_eq!(param(&query, "scope"), Some("demo:read"));
+    let browser = crate::clients_authorize::browser();
+    let page = send(browser.get(format!("http://{gateway}{path}"))).await;
+    assert_eq!(page.status, 200);
+    let mut form = hidden_fields(&String::from_utf8_lossy(&page.body));
+    form.push(("username".into(), "admin".into()));
+    form.push(("password".into(), password.into()));
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = send(
+        browser
+            .post(format!("http://{gateway}/oauth/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie(&page))
+            .body(encode(&form)),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{}", String::from_utf8_lossy(&r.body));
+    let code = param(&location_params(&r), "code").unwrap().to_owned();
+    let r = send(
+        browser
+            .post(format!("http://{gateway}/oauth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", param(&query, "client_id").unwrap()),
+                ("redirect_uri", param(&query, "redirect_uri").unwrap()),
+                ("code_verifier", VERIFIER),
+            ])),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["scope"], "demo:read", "only the demo scope");
+    r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     // A 0700 folder: the postgres user cannot enter it.
@@ -66,8 +112,9 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     let mut password = None;
     let mut gateway = None;
     let mut authorize = None;
+    let mut demo_call = false;
     let mut seen = Vec::new();
-    while password.is_none() || gateway.is_none() || authorize.is_none() {
+    while password.is_none() || gateway.is_none() || authorize.is_none() || !demo_call {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx
             .recv_timeout(left)
@@ -81,6 +128,8 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
         if let Some(url) = line.trim().strip_prefix("authorize: ") {
             authorize = Some(url.trim().to_owned());
         }
+        // The walk-through shows what to do with the demo token.
+        demo_call |= line.contains("$CODE_TOKEN") && line.contains("/demo/hello");
         seen.push(line);
     }
     let (password, gateway) = (password.unwrap(), gateway.unwrap());
@@ -100,6 +149,16 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     let r = raw_get(gateway, path, "").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("demo-app"));
+    // Signing in as admin there yields a demo token, never an admin one.
+    let token = demo_token(gateway, path, &password).await;
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    assert_eq!(
+        raw_get(gateway, "/admin-area/hello", &bearer).await.status,
+        403
+    );
+    let demo = raw_get(gateway, "/demo/hello", &bearer).await.status;
+    // Authorized (the demo routes' upstream may be elsewhere in this test).
+    assert!(demo != 401 && demo != 403, "{demo}");
 
     // Where is the cluster? In the folder for an ordinary user; outside it
     // (recorded in .scopegate/cluster) for root.

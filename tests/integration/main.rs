@@ -26,6 +26,7 @@ mod gateway;
 mod gateway_cache;
 mod gateway_stream;
 mod layout;
+mod logs;
 mod metrics;
 mod oauth;
 mod oauth_endpoints;

@@ -82,6 +82,20 @@ async fn sighup_swaps_routes_and_keeps_serving_through_bad_files() {
     assert_eq!(status(addr, "/newer/x", "").await, 404);
     // Still running after every signal.
     assert!(serve.child.try_wait().unwrap().is_none());
+    // Two reloads applied, one refused, as /metrics counts them.
+    let metrics =
+        crate::oauth::send(crate::support::http().get(format!("http://{}/metrics", serve.admin)))
+            .await;
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(
+        text.lines().any(|l| l == "scopegate_reloads_total 2"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "scopegate_reload_failures_total 1"),
+        "{text}"
+    );
 }
 
 /// An upstream that tells when a request arrived and answers only when

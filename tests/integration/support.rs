@@ -316,6 +316,8 @@ pub struct Serve {
     pub admin: std::net::SocketAddr,
     pub config: std::path::PathBuf,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far, in order.
+    pub log: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -323,21 +325,41 @@ impl Serve {
     /// Start `serve` on `db` with `config_text` (its listeners forced to
     /// port 0) and wait for its readiness line ("scopegate listening").
     pub fn start(db: &TestDb, config_text: &str) -> Serve {
+        Serve::start_with(db, config_text, &[], &[("NO_COLOR", Some("1"))])
+    }
+
+    /// [`Serve::start`] with `args` before the `serve` command (e.g.
+    /// `--log-format json`) and `env` set (`None`: removed) in the
+    /// process's environment. The readiness line is read in either log
+    /// format.
+    pub fn start_with(
+        db: &TestDb,
+        config_text: &str,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Serve {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gw.toml");
         std::fs::write(&config, Self::with_port_zero(config_text)).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        command
             .arg("--config")
             .arg(&config)
+            .args(args)
             .arg("serve")
             .env("SCOPEGATE_DATABASE_URL", db.url.expose())
             .env("SCOPEGATE_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env_remove("SCOPEGATE_LOG_FORMAT")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
@@ -356,15 +378,26 @@ impl Serve {
             admin: "127.0.0.1:0".parse().unwrap(),
             config,
             lines,
+            log: Vec::new(),
             _dir: dir,
         };
         let line = serve.wait_for_line(std::time::Duration::from_secs(30), |l| {
-            l.contains("scopegate listening proxy=")
+            l.contains("scopegate listening")
         });
-        let (_, rest) = line.split_once("scopegate listening proxy=").unwrap();
-        serve.addr = rest.split(' ').next().unwrap().parse().unwrap();
-        let (_, rest) = line.split_once(" admin=").unwrap();
-        serve.admin = rest.split(' ').next().unwrap().parse().unwrap();
+        let addresses = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(json) => (
+                json["proxy"].as_str().unwrap().to_owned(),
+                json["admin"].as_str().unwrap().to_owned(),
+            ),
+            Err(_) => {
+                let (_, rest) = line.split_once("scopegate listening proxy=").unwrap();
+                let proxy = rest.split(' ').next().unwrap().to_owned();
+                let (_, rest) = line.split_once(" admin=").unwrap();
+                (proxy, rest.split(' ').next().unwrap().to_owned())
+            }
+        };
+        serve.addr = addresses.0.parse().unwrap();
+        serve.admin = addresses.1.parse().unwrap();
         serve
     }
 
@@ -396,8 +429,13 @@ impl Serve {
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if pred(&line) => return line,
-                Ok(line) => seen.push(line),
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                    seen.push(line);
+                }
                 Err(e) => panic!("no such log line ({e}); saw:\n{}", seen.join("\n")),
             }
         }

@@ -1,6 +1,11 @@
-//! The cleanup sweep deletes expired tokens and fully expired refresh
-//! families, in batches, and nothing that still lives.
+//! The cleanup sweep deletes expired tokens, fully expired refresh
+//! families and expired authorization codes, in batches, and nothing that
+//! still lives (nor an exchanged code whose tokens live).
 
+use std::time::Duration;
+
+use scopegate::clients::codes::{self, NewCode};
+use scopegate::clients::store::NewClient;
 use scopegate::db::unix_now;
 use scopegate::testing::TestDb;
 use scopegate::tokens::sweep::{sweep, Swept};
@@ -68,7 +73,8 @@ async fn expired_rows_go_and_live_ones_stay() {
         swept,
         Swept {
             access_tokens: 5,
-            refresh_tokens: 3
+            refresh_tokens: 3,
+            authorization_codes: 0,
         }
     );
     assert_eq!(count(&db, "SELECT count(*) FROM access_tokens").await, 2);
@@ -103,4 +109,146 @@ async fn expired_rows_go_and_live_ones_stay() {
     assert_eq!(count(&db, "SELECT count(*) FROM refresh_tokens").await, 2);
     // Nothing left to do.
     assert_eq!(sweep(&db.pool(), now, 2).await.unwrap(), Swept::default());
+}
+
+/// A new authorization code for `client_pk` and `account_id`, living `ttl`
+/// from now; returns its row id.
+async fn code(db: &TestDb, client_pk: i32, account_id: i32, scope_id: i32, ttl: u64) -> i64 {
+    let code = codes::create(
+        &db.pool(),
+        NewCode {
+            client_pk,
+            account_id,
+            redirect_uri: "https://app.example.com/cb",
+            code_challenge: &codes::challenge_of(&"v".repeat(43)),
+            scope_ids: &[scope_id],
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            ttl: Duration::from_secs(ttl),
+        },
+    )
+    .await
+    .unwrap();
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT code_id FROM authorization_codes WHERE code = $1",
+            &[&scopegate::clients::secret::hash_hex(code.expose())],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Mark `code_id` exchanged for the pair whose refresh token is `refresh_id`.
+async fn exchanged(db: &TestDb, code_id: i64, refresh_id: i64) {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE authorization_codes SET used_at = $2, refresh_token_id = $3 WHERE code_id = $1",
+            &[&code_id, &unix_now(), &refresh_id],
+        )
+        .await
+        .unwrap();
+}
+
+async fn codes_left(db: &TestDb) -> Vec<i64> {
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT code_id FROM authorization_codes ORDER BY code_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn expired_codes_go_and_exchanged_ones_stay_while_their_tokens_live() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let client = scopegate::clients::store::create(
+        &pool,
+        NewClient {
+            name: "web".into(),
+            scopes: vec!["scopegate:introspect".into()],
+            redirect_uris: vec!["https://app.example.com/cb".into()],
+            public: true,
+        },
+    )
+    .await
+    .unwrap()
+    .client;
+    scopegate::testing::insert_token(&pool, "carol", &[], 3600).await;
+    let conn = pool.get().await.unwrap();
+    let account: i32 = conn
+        .query_one(
+            "SELECT account_id FROM accounts WHERE username = 'carol'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let scope: i32 = conn
+        .query_one(
+            "SELECT scope_id FROM scopes WHERE scope_value = 'scopegate:introspect'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(conn);
+
+    // Codes live 60 s or 600 s; the sweep runs as if 120 s had passed.
+    let now = unix_now();
+    let later = now + 120;
+    for _ in 0..3 {
+        code(&db, client.id, account, scope, 60).await;
+    }
+    let live = code(&db, client.id, account, scope, 600).await;
+    // Exchanged codes, now expired: one whose tokens live on, one whose
+    // refresh family expired before the sweep.
+    let kept = code(&db, client.id, account, scope, 60).await;
+    exchanged(&db, kept, refresh(&db, None, later + 3600).await).await;
+    let spent = code(&db, client.id, account, scope, 60).await;
+    exchanged(&db, spent, refresh(&db, None, now + 100).await).await;
+    assert_eq!(codes_left(&db).await.len(), 6);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM authorization_code_scopes").await,
+        6
+    );
+
+    // Batches of 2: the three expired, never exchanged codes take two.
+    // The spent code goes with its refresh token's family, counted there.
+    let swept = sweep(&pool, later, 2).await.unwrap();
+    assert_eq!(
+        swept,
+        Swept {
+            access_tokens: 0,
+            refresh_tokens: 1,
+            authorization_codes: 3,
+        }
+    );
+    assert_eq!(codes_left(&db).await, [live, kept]);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM authorization_code_scopes").await,
+        2
+    );
+    assert_eq!(sweep(&pool, later, 2).await.unwrap(), Swept::default());
+
+    // Once its tokens' family has expired too, the kept code goes with it;
+    // the live code goes once it has expired.
+    let much_later = later + 7200;
+    let swept = sweep(&pool, much_later, 2).await.unwrap();
+    assert_eq!(swept.authorization_codes, 1, "{swept:?}");
+    assert_eq!(swept.refresh_tokens, 1, "{swept:?}");
+    assert!(codes_left(&db).await.is_empty());
 }
