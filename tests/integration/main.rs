@@ -20,6 +20,7 @@ mod clients_python;
 mod clients_tokens;
 mod dev;
 mod edge;
+mod faults;
 mod foundation;
 mod front_door;
 mod gateway;
