@@ -184,10 +184,8 @@ fn a_log_nobody_reads_never_blocks_requests() {
     let config = dir.path().join("gw.toml");
     std::fs::write(
         &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-             [[routes]]\nname = \"open\"\npath = \"/open\"\npublic = true\nupstream = \"http://127.0.0.1:9\"\n"
-        ),
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"open\"\npath = \"/open\"\npublic = true\nupstream = \"http://127.0.0.1:9\"\n",
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"))
