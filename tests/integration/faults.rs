@@ -198,9 +198,10 @@ fn a_log_nobody_reads_never_blocks_requests() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let _kill = KillOnDrop(child.id());
+    let pipe = child.stderr.take().unwrap();
+    let _child = KillOnDrop(child);
     // Read up to the readiness line, then never again.
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = std::io::BufReader::new(pipe);
     let mut line = String::new();
     let addr = loop {
         line.clear();
@@ -226,11 +227,12 @@ fn a_log_nobody_reads_never_blocks_requests() {
     drop(stderr);
 }
 
-struct KillOnDrop(u32);
+/// The child process, killed and reaped when the test ends (pass or fail).
+struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
