@@ -10,7 +10,9 @@ use scopegate::accounts::Password;
 use scopegate::testing::{FaultProxy, TestDb};
 use serde_json::Value;
 
-use crate::support::{http, insert_token, spawn_app, spawn_app_via, TestApp};
+use crate::support::{
+    http, insert_token, spawn_app, spawn_app_via, statement_calls_settled, TestApp, ACCOUNT_LOOKUP,
+};
 
 /// Throttling out of the way (every test logs in from 127.0.0.1), two
 /// hashing threads, one protected route.
@@ -467,6 +469,11 @@ async fn requested_scope_must_be_a_subset_of_own_and_role_scopes() {
 // ---------------------------------------------------------------------------
 // Throttling
 
+/// A throttled attempt costs nothing: no argon2 work (the hashing pool's
+/// own count: hashing happens in this process, where Postgres cannot see
+/// it) and no account lookup (what Postgres executed). Every hash, real or
+/// dummy, follows that lookup, so the database's count is an outside check
+/// that throttled attempts stopped before anything that could hash.
 #[tokio::test]
 async fn throttling_answers_429_before_any_hashing() {
     let app = spawn_app(&CONFIG.replace(
@@ -481,6 +488,8 @@ async fn throttling_answers_429_before_any_hashing() {
             .assert_error(400, "invalid_grant");
     }
     let hashed = app.state.oauth.hasher.computed();
+    let looked_up = statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await;
+    assert!(looked_up >= 3, "the failed logins were not counted: {looked_up}");
     for password in ["wrong", "right"] {
         let r = login(&app, "NINA", password).await;
         assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
@@ -494,6 +503,11 @@ async fn throttling_answers_429_before_any_hashing() {
         app.state.oauth.hasher.computed(),
         hashed,
         "throttled attempts do no argon2 work"
+    );
+    assert_eq!(
+        statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await,
+        looked_up,
+        "a throttled attempt looked the account up"
     );
 }
 
