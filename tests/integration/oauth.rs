@@ -489,7 +489,10 @@ async fn throttling_answers_429_before_any_hashing() {
     }
     let hashed = app.state.oauth.hasher.computed();
     let looked_up = statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await;
-    assert!(looked_up >= 3, "the failed logins were not counted: {looked_up}");
+    assert!(
+        looked_up >= 3,
+        "the failed logins were not counted: {looked_up}"
+    );
     for password in ["wrong", "right"] {
         let r = login(&app, "NINA", password).await;
         assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
