@@ -579,6 +579,68 @@ async fn correct_logins_in_flight_never_throttle_each_other() {
     }
 }
 
+/// A stored hash with the costliest parameters the hasher still accepts
+/// (48 MiB, 10 passes: about 13 times the work of a current hash), and an
+/// output no password produces: verifying it keeps a hashing thread busy
+/// for a long while, then fails.
+const HEAVY_HASH: &str = "$argon2id$v=19$m=49152,t=10,p=1$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// One hashing thread holds at most `1 + QUEUE_PER_THREAD` logins. With
+/// that many slow verifications holding it, the next login finds the queue
+/// full: 503 with `Retry-After: 1` at once (`docs/configuration.md`,
+/// `hash_concurrency`), right password or wrong; the slow ones end as
+/// usual (400), and once they have, logins go through again. Never a 500.
+#[tokio::test]
+async fn a_full_hashing_queue_is_503_with_retry_after() {
+    let app = spawn_app(&CONFIG.replace("hash_concurrency = 2", "hash_concurrency = 1")).await;
+    new_account(&app, "hana", "right", &[], &[]).await;
+    new_account(&app, "heavy", "unused", &[], &[]).await;
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $1 WHERE username = 'heavy'",
+        &[&HEAVY_HASH],
+    )
+    .await;
+    let hasher = &app.state.oauth.hasher;
+    assert_eq!(hasher.threads(), 1);
+    let heavy: Vec<_> = (0..1 + hasher.queue_capacity())
+        .map(|_| {
+            let url = app.url("/oauth/token");
+            let form = encode(&[
+                ("grant_type", "password"),
+                ("username", "heavy"),
+                ("password", "guess"),
+            ]);
+            tokio::spawn(async move {
+                send(http().post(url).header(CONTENT_TYPE, FORM).body(form)).await
+            })
+        })
+        .collect();
+    // Wait until they hold the thread and fill the queue (each takes a
+    // good second: the queue stays full for at least that long).
+    let deadline = std::time::Instant::now() + crate::support::MARGIN * 5;
+    while hasher.queue_depth() < hasher.queue_capacity() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow logins never filled the queue ({} waiting)",
+            hasher.queue_depth()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for password in ["right", "wrong"] {
+        let r = login(&app, "hana", password).await;
+        r.assert_error(503, "temporarily_unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"), "{password}");
+    }
+    for h in heavy {
+        h.await.unwrap().assert_error(400, "invalid_grant");
+    }
+    login(&app, "hana", "right").await.pair();
+    login(&app, "hana", "wrong")
+        .await
+        .assert_error(400, "invalid_grant");
+}
+
 #[tokio::test]
 async fn one_users_failures_never_lock_out_another_user_at_the_same_address() {
     let app = spawn_app(DEFAULT_LIMITS).await;
