@@ -2,7 +2,7 @@
 //! grant, scopes, throttling, form strictness, what the database stores,
 //! outages; and the helpers the other `oauth_*` test modules share.
 //! (Refresh: `oauth_refresh`; revoke, introspect, userinfo and password
-//! change: `oauth_endpoints`; measurements: `oauth_measure`.)
+//! change: `oauth_endpoints`; measurements: `benches/issuer.rs`.)
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use scopegate::accounts::store::{self, NewAccount, StoreError};
