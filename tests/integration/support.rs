@@ -55,6 +55,18 @@ pub async fn statement_calls_settled(db: &TestDb, fragment: &str) -> i64 {
     }
 }
 
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so nobody else can take it) but not listening.
+/// Unlike a port that "was free a moment ago", it cannot turn out to be
+/// someone else's server.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
+
 /// A running echo upstream.
 pub struct Upstream {
     pub addr: SocketAddr,
