@@ -100,6 +100,23 @@ pub enum Rejection {
     Internal,
 }
 
+/// A 405 unless the request's method is one of `allowed` (`allow` is the
+/// `Allow` value that lists them): for the endpoints the server answers
+/// itself (`/oauth/*`, `/admin/*`), whose methods are fixed.
+pub fn require_method<B>(
+    req: &http::Request<B>,
+    allowed: &[http::Method],
+    allow: &'static str,
+) -> Result<(), Rejection> {
+    if allowed.contains(req.method()) {
+        Ok(())
+    } else {
+        Err(Rejection::MethodNotAllowed {
+            allow: HeaderValue::from_static(allow),
+        })
+    }
+}
+
 impl Rejection {
     pub fn oauth(
         status: StatusCode,

@@ -11,6 +11,10 @@
 //! - [`FaultProxy`]: a TCP proxy in front of Postgres that a test can cut
 //!   and restore, to simulate the database going away without stopping the
 //!   shared cluster.
+//! - [`TestDb::statement_calls`]: how many times Postgres itself executed a
+//!   statement on a test's database (`pg_stat_statements`, which the
+//!   harness's cluster loads), so a test can check what the database saw
+//!   and not only what the code says it did.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +88,7 @@ fn init_server() -> Result<Server, String> {
             .map_err(|e| e.to_string())?;
             let (cluster, _) =
                 Cluster::open_or_init(bins, &dir.path().join("data")).map_err(|e| e.to_string())?;
-            cluster.start(true).map_err(|e| e.to_string())?;
+            start_counting_statements(&cluster)?;
             let admin = cluster.url("postgres");
             let base = cluster.base_url();
             if let Ok(mut g) = CLUSTER.lock() {
@@ -105,6 +109,11 @@ fn init_server() -> Result<Server, String> {
             .await
             .map_err(|e| format!("connect {}: {e}", crate::db::describe(&admin_url)))?;
         tokio::spawn(conn);
+        // Where loaded, the view that reads the counts (in the maintenance
+        // database; it sees every database's statements).
+        let _ = client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await;
         for stmt in [
             format!("DROP DATABASE IF EXISTS {template}"),
             format!("CREATE DATABASE {template}"),
@@ -127,6 +136,31 @@ fn init_server() -> Result<Server, String> {
         base_url,
         prefix,
     })
+}
+
+/// Settings that load `pg_stat_statements`: it counts, in shared memory
+/// and as each statement ends, the executions of every statement per
+/// database. Utility statements (`CREATE DATABASE`, ...) are left out, and
+/// the table is large enough that a whole test run's statements are never
+/// evicted.
+const STATEMENT_COUNTING: &str = "
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.max = 20000
+pg_stat_statements.track_utility = off
+";
+
+/// Start the throwaway cluster with [`STATEMENT_COUNTING`]; without it when
+/// this PostgreSQL installation lacks the module (the tests that count
+/// statements then fail and say so).
+fn start_counting_statements(cluster: &Cluster) -> Result<(), String> {
+    let conf = cluster.data_dir().join("postgresql.conf");
+    let original = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+    std::fs::write(&conf, format!("{original}{STATEMENT_COUNTING}")).map_err(|e| e.to_string())?;
+    if cluster.start(true).is_ok() {
+        return Ok(());
+    }
+    std::fs::write(&conf, original).map_err(|e| e.to_string())?;
+    cluster.start(true).map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn strip_dbname(url: &str) -> String {
@@ -188,6 +222,37 @@ impl TestDb {
     /// A small pool on this database.
     pub fn pool(&self) -> crate::db::DbPool {
         crate::db::pool(&self.url, 4).expect("test pool")
+    }
+
+    /// How many times Postgres has executed, on this database, statements
+    /// whose text contains `fragment`, as `pg_stat_statements` counts them:
+    /// in shared memory as each statement ends, so there is no flush delay,
+    /// and this query (on the maintenance database) does not count itself.
+    /// Panics when the server does not load `pg_stat_statements` (the
+    /// harness's own cluster does; an external server needs
+    /// `shared_preload_libraries = 'pg_stat_statements'` and the extension
+    /// in its maintenance database).
+    pub async fn statement_calls(&self, fragment: &str) -> i64 {
+        let (client, conn) = tokio_postgres::connect(&server().admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT COALESCE(sum(s.calls), 0)::bigint
+                   FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                  WHERE d.datname = $1 AND strpos(s.query, $2) > 0",
+                &[&self.name, &fragment],
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "pg_stat_statements is not available ({}): this test counts the statements \
+                     Postgres executed; load the module (shared_preload_libraries) on the test server",
+                    crate::db::pg_error_text(&e)
+                )
+            });
+        row.get(0)
     }
 
     /// The URL of this database reached through `proxy` instead.

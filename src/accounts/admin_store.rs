@@ -36,6 +36,18 @@ pub struct Page<T> {
     pub next: Option<i32>,
 }
 
+impl<T> Page<T> {
+    /// The page of `limit` items out of a query that asked for one more
+    /// (`LIMIT limit + 1`): whether there is a next page, without a second
+    /// query.
+    pub fn from_one_more(mut items: Vec<T>, limit: i64, id_of: impl Fn(&T) -> i32) -> Page<T> {
+        let more = items.len() as i64 > limit;
+        items.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more { items.last().map(id_of) } else { None };
+        Page { items, next }
+    }
+}
+
 /// Items with ids above `after`, at most `limit` of them.
 async fn page<T>(
     pool: &Pool,
@@ -55,11 +67,8 @@ async fn page<T>(
             &[&after.unwrap_or(i32::MIN), &(limit + 1)],
         )
         .await?;
-    let mut items = rows.iter().map(from).collect::<Result<Vec<T>, _>>()?;
-    let more = items.len() as i64 > limit;
-    items.truncate(usize::try_from(limit).unwrap_or(0));
-    let next = if more { items.last().map(id_of) } else { None };
-    Ok(Page { items, next })
+    let items = rows.iter().map(from).collect::<Result<Vec<T>, _>>()?;
+    Ok(Page::from_one_more(items, limit, id_of))
 }
 
 fn token_hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {

@@ -65,17 +65,7 @@ pub async fn effective_scope_ids<C: GenericClient>(
     client: &C,
     account_id: i32,
 ) -> Result<Vec<i32>, DbError> {
-    let stmt = client
-        .prepare_cached(EFFECTIVE_SCOPE_IDS)
-        .await
-        .map_err(classify)?;
-    let rows = client
-        .query(&stmt, &[&account_id])
-        .await
-        .map_err(classify)?;
-    rows.iter()
-        .map(|r| r.try_get(0).map_err(classify))
-        .collect()
+    of_account(client, EFFECTIVE_SCOPE_IDS, account_id, |r| r.try_get(0)).await
 }
 
 const EFFECTIVE_SCOPES: &str = "
@@ -92,22 +82,29 @@ pub async fn effective_scopes<C: GenericClient>(
     client: &C,
     account_id: i32,
 ) -> Result<Vec<ScopeRef>, DbError> {
-    let stmt = client
-        .prepare_cached(EFFECTIVE_SCOPES)
-        .await
-        .map_err(classify)?;
+    of_account(client, EFFECTIVE_SCOPES, account_id, |r| {
+        Ok(ScopeRef {
+            id: r.try_get(0)?,
+            value: r.try_get(1)?,
+        })
+    })
+    .await
+}
+
+/// The rows of `sql` (a cached prepared statement whose one parameter is
+/// the account id), each mapped by `row`.
+async fn of_account<C: GenericClient, T>(
+    client: &C,
+    sql: &str,
+    account_id: i32,
+    row: impl Fn(&tokio_postgres::Row) -> Result<T, tokio_postgres::Error>,
+) -> Result<Vec<T>, DbError> {
+    let stmt = client.prepare_cached(sql).await.map_err(classify)?;
     let rows = client
         .query(&stmt, &[&account_id])
         .await
         .map_err(classify)?;
-    rows.iter()
-        .map(|r| {
-            Ok(ScopeRef {
-                id: r.try_get(0).map_err(classify)?,
-                value: r.try_get(1).map_err(classify)?,
-            })
-        })
-        .collect()
+    rows.iter().map(|r| row(r).map_err(classify)).collect()
 }
 
 #[cfg(test)]

@@ -101,23 +101,7 @@ impl StoreError {
     }
 }
 
-impl From<DbError> for StoreError {
-    fn from(e: DbError) -> Self {
-        StoreError::Db(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Db(classify(e))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Db(DbError::from(e))
-    }
-}
+crate::db::from_db_errors!(StoreError);
 
 impl From<IssueError> for StoreError {
     fn from(e: IssueError) -> Self {

@@ -19,7 +19,7 @@
 use http::{Method, Request, Response};
 
 use super::json::{self, Paging};
-use super::{path_id, path_value, require_method, Admin, AdminBody, Caller};
+use super::{list_or_create, path_id, path_value, require_method, Admin, AdminBody, Caller};
 use crate::accounts::admin_store::{self, AccountChanges};
 use crate::accounts::store::{self, check_optional_name, NewAccount, StoreError};
 use crate::accounts::{check_new_password, Password};
@@ -50,16 +50,12 @@ pub async fn handle<B: AdminBody>(
     let store_err = Rejection::from_admin_store;
     match path {
         [] => {
-            require_method(&req, &[Method::GET, Method::POST], "GET, POST")?;
-            if req.method() == Method::GET {
-                let paging = Paging::from_query(req.uri().query())?;
-                let page = admin_store::list_accounts(&admin.db, paging.after, paging.limit)
+            let list = async |p: Paging| {
+                admin_store::list_accounts(&admin.db, p.after, p.limit)
                     .await
-                    .map_err(store_err)?;
-                json::page(&page)
-            } else {
-                create(admin, caller, req).await
-            }
+                    .map_err(store_err)
+            };
+            list_or_create(req, list, async |req| create(admin, caller, req).await).await
         }
         [id] => {
             require_method(

@@ -20,7 +20,7 @@ use http::{Method, Request, Response};
 
 use super::accounts::unknown_in_list;
 use super::json::{self, Paging};
-use super::{path_id, path_value, require_method, Admin, AdminBody, Caller};
+use super::{list_or_create, path_id, path_value, require_method, Admin, AdminBody, Caller};
 use crate::accounts::admin_store;
 use crate::accounts::bootstrap::ADMIN_SCOPE;
 use crate::accounts::store;
@@ -39,24 +39,15 @@ pub async fn scopes<B: AdminBody>(
     let store_err = Rejection::from_admin_store;
     match path {
         [] => {
-            require_method(&req, &[Method::GET, Method::POST], "GET, POST")?;
-            if req.method() == Method::GET {
-                let paging = Paging::from_query(req.uri().query())?;
-                let page = admin_store::list_scopes(&admin.db, paging.after, paging.limit)
+            let list = async |p: Paging| {
+                admin_store::list_scopes(&admin.db, p.after, p.limit)
                     .await
-                    .map_err(store_err)?;
-                return json::page(&page);
-            }
-            let mut body = admin.object(req).await?;
-            body.only(&["name", "value", "description"])?;
-            let name = body.string("name")?;
-            let value = body.string("value")?;
-            let description = body.optional_string("description")?;
-            let scope = store::create_scope(&admin.db, &name, &value, description.as_deref())
-                .await
-                .map_err(store_err)?;
-            admin.audit(caller, "scope.create", scope.id, Some(&scope.value));
-            json::created(&format!("/admin/scopes/{}", scope.id), &scope)
+                    .map_err(store_err)
+            };
+            list_or_create(req, list, async |req| {
+                create_scope(admin, caller, req).await
+            })
+            .await
         }
         [id] => {
             require_method(&req, &[Method::GET, Method::DELETE], "GET, DELETE")?;
@@ -83,6 +74,24 @@ pub async fn scopes<B: AdminBody>(
     }
 }
 
+/// `POST /admin/scopes`.
+async fn create_scope<B: AdminBody>(
+    admin: &Admin,
+    caller: Caller,
+    req: Request<B>,
+) -> Result<Response<Body>, Rejection> {
+    let mut body = admin.object(req).await?;
+    body.only(&["name", "value", "description"])?;
+    let name = body.string("name")?;
+    let value = body.string("value")?;
+    let description = body.optional_string("description")?;
+    let scope = store::create_scope(&admin.db, &name, &value, description.as_deref())
+        .await
+        .map_err(Rejection::from_admin_store)?;
+    admin.audit(caller, "scope.create", scope.id, Some(&scope.value));
+    json::created(&format!("/admin/scopes/{}", scope.id), &scope)
+}
+
 pub async fn roles<B: AdminBody>(
     admin: &Admin,
     caller: Caller,
@@ -92,24 +101,12 @@ pub async fn roles<B: AdminBody>(
     let store_err = Rejection::from_admin_store;
     match path {
         [] => {
-            require_method(&req, &[Method::GET, Method::POST], "GET, POST")?;
-            if req.method() == Method::GET {
-                let paging = Paging::from_query(req.uri().query())?;
-                let page = admin_store::list_roles(&admin.db, paging.after, paging.limit)
+            let list = async |p: Paging| {
+                admin_store::list_roles(&admin.db, p.after, p.limit)
                     .await
-                    .map_err(store_err)?;
-                return json::page(&page);
-            }
-            let mut body = admin.object(req).await?;
-            body.only(&["name", "description", "scopes"])?;
-            let name = body.string("name")?;
-            let description = body.optional_string("description")?;
-            let scopes = body.string_list("scopes")?;
-            let role = store::create_role(&admin.db, &name, description.as_deref(), &scopes)
-                .await
-                .map_err(|e| unknown_in_list(e, &scopes, &[]))?;
-            admin.audit(caller, "role.create", role.id, Some(&role.name));
-            json::created(&format!("/admin/roles/{}", role.id), &role)
+                    .map_err(store_err)
+            };
+            list_or_create(req, list, async |req| create_role(admin, caller, req).await).await
         }
         [id] => {
             require_method(&req, &[Method::GET, Method::DELETE], "GET, DELETE")?;
@@ -153,4 +150,22 @@ pub async fn roles<B: AdminBody>(
         }
         _ => Err(Rejection::UnknownResource("no such admin resource")),
     }
+}
+
+/// `POST /admin/roles`.
+async fn create_role<B: AdminBody>(
+    admin: &Admin,
+    caller: Caller,
+    req: Request<B>,
+) -> Result<Response<Body>, Rejection> {
+    let mut body = admin.object(req).await?;
+    body.only(&["name", "description", "scopes"])?;
+    let name = body.string("name")?;
+    let description = body.optional_string("description")?;
+    let scopes = body.string_list("scopes")?;
+    let role = store::create_role(&admin.db, &name, description.as_deref(), &scopes)
+        .await
+        .map_err(|e| unknown_in_list(e, &scopes, &[]))?;
+    admin.audit(caller, "role.create", role.id, Some(&role.name));
+    json::created(&format!("/admin/roles/{}", role.id), &role)
 }

@@ -15,7 +15,8 @@
 use http::{Method, Request, Response, StatusCode};
 
 use super::json::{self, Paging};
-use super::{path_id, require_method, Admin, AdminBody, Caller};
+use super::{list_or_create, path_id, require_method, Admin, AdminBody, Caller};
+use crate::accounts::admin_store::Page;
 use crate::body::Body;
 use crate::clients::store::{self, NewClient};
 use crate::error::Rejection;
@@ -31,44 +32,13 @@ pub async fn handle<B: AdminBody>(
     let store_err = Rejection::from_client_store;
     match path {
         [] => {
-            require_method(&req, &[Method::GET, Method::POST], "GET, POST")?;
-            if req.method() == Method::GET {
-                let paging = Paging::from_query(req.uri().query())?;
-                let mut items = store::list(&admin.db, paging.after, paging.limit + 1)
+            let list = async |p: Paging| {
+                let items = store::list(&admin.db, p.after, p.limit + 1)
                     .await
                     .map_err(store_err)?;
-                let next = if items.len() as i64 > paging.limit {
-                    items.truncate(paging.limit as usize);
-                    items.last().map(|c| c.id)
-                } else {
-                    None
-                };
-                let items = items.iter().map(json::to_value).collect::<Result<_, _>>()?;
-                return Ok(json::answer(
-                    StatusCode::OK,
-                    &serde_json::json!({ "items": serde_json::Value::Array(items), "next": next }),
-                ));
-            }
-            let mut body = admin.object(req).await?;
-            body.only(&["name", "scopes", "redirect_uris", "public"])?;
-            let new = NewClient {
-                name: body.string("name")?,
-                scopes: body.string_list("scopes")?,
-                redirect_uris: body.string_list("redirect_uris")?,
-                public: body.optional_bool("public")?.unwrap_or(false),
+                Ok(Page::from_one_more(items, p.limit, |c| c.id))
             };
-            let created = store::create(&admin.db, new).await.map_err(store_err)?;
-            let client = &created.client;
-            admin.audit(caller, "client.create", client.id, Some(&client.client_id));
-            let mut answer = json::to_value(client)?;
-            if let Some(secret) = &created.secret {
-                answer["client_secret"] = serde_json::Value::from(secret.expose());
-            }
-            let mut r = json::answer(StatusCode::CREATED, &answer);
-            let location = http::HeaderValue::from_str(&format!("/admin/clients/{}", client.id))
-                .map_err(|_| Rejection::Internal)?;
-            r.headers_mut().insert(http::header::LOCATION, location);
-            Ok(r)
+            list_or_create(req, list, async |req| create(admin, caller, req).await).await
         }
         [id] => {
             require_method(&req, &[Method::GET, Method::DELETE], "GET, DELETE")?;
@@ -100,4 +70,35 @@ pub async fn handle<B: AdminBody>(
         }
         _ => Err(Rejection::UnknownResource("no such admin resource")),
     }
+}
+
+/// `POST /admin/clients`: the 201 answer alone carries a confidential
+/// client's secret.
+async fn create<B: AdminBody>(
+    admin: &Admin,
+    caller: Caller,
+    req: Request<B>,
+) -> Result<Response<Body>, Rejection> {
+    let mut body = admin.object(req).await?;
+    body.only(&["name", "scopes", "redirect_uris", "public"])?;
+    let new = NewClient {
+        name: body.string("name")?,
+        scopes: body.string_list("scopes")?,
+        redirect_uris: body.string_list("redirect_uris")?,
+        public: body.optional_bool("public")?.unwrap_or(false),
+    };
+    let created = store::create(&admin.db, new)
+        .await
+        .map_err(Rejection::from_client_store)?;
+    let client = &created.client;
+    admin.audit(caller, "client.create", client.id, Some(&client.client_id));
+    let mut answer = json::to_value(client)?;
+    if let Some(secret) = &created.secret {
+        answer["client_secret"] = serde_json::Value::from(secret.expose());
+    }
+    let mut r = json::answer(StatusCode::CREATED, &answer);
+    let location = http::HeaderValue::from_str(&format!("/admin/clients/{}", client.id))
+        .map_err(|_| Rejection::Internal)?;
+    r.headers_mut().insert(http::header::LOCATION, location);
+    Ok(r)
 }

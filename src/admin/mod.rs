@@ -43,12 +43,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use crate::accounts::admin_store::Page;
 use crate::accounts::bootstrap::ADMIN_SCOPE;
 use crate::accounts::password::Hasher;
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::db::{DbError, DbPool};
-use crate::error::Rejection;
+use crate::error::{require_method, Rejection};
 use crate::gateway::Gateway;
 use crate::oauth::OAuth;
 use crate::tokens::bearer::{credentials, Credentials};
@@ -240,18 +241,20 @@ impl Admin {
     }
 }
 
-/// 405 unless the method is one of `allowed` (`allow` is the `Allow` value).
-fn require_method<B>(
-    req: &Request<B>,
-    allowed: &[Method],
-    allow: &'static str,
-) -> Result<(), Rejection> {
-    if allowed.contains(req.method()) {
-        Ok(())
+/// A collection path (`/admin/accounts`, `/admin/scopes`, `/admin/roles`,
+/// `/admin/clients`): `GET` answers one page of `list` (`?after=&limit=`,
+/// [`json::Paging`]), `POST` is `create`, any other method is 405.
+async fn list_or_create<B, T: serde::Serialize>(
+    req: Request<B>,
+    list: impl AsyncFnOnce(json::Paging) -> Result<Page<T>, Rejection>,
+    create: impl AsyncFnOnce(Request<B>) -> Result<Response<Body>, Rejection>,
+) -> Result<Response<Body>, Rejection> {
+    require_method(&req, &[Method::GET, Method::POST], "GET, POST")?;
+    if req.method() == Method::GET {
+        let paging = json::Paging::from_query(req.uri().query())?;
+        json::page(&list(paging).await?)
     } else {
-        Err(Rejection::MethodNotAllowed {
-            allow: HeaderValue::from_static(allow),
-        })
+        create(req).await
     }
 }
 

@@ -12,11 +12,10 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{connect_configured, load_config, runtime, CliResult, Failure};
+use super::{with_pool, CliResult, Failure};
 use crate::accounts::password::Hasher;
 use crate::accounts::store::{self, NewAccount, StoreError};
 use crate::accounts::{check_new_password, normalize_username, Password};
-use crate::db::DbPool;
 
 #[derive(Subcommand, Debug)]
 pub enum AccountCommand {
@@ -88,27 +87,6 @@ pub enum RoleCommand {
     List,
     /// Delete a role by name (and every grant of it)
     Delete { name: String },
-}
-
-fn failure(e: StoreError) -> Failure {
-    if e.is_usage() {
-        Failure::usage(e.to_string())
-    } else {
-        Failure::runtime(e.to_string())
-    }
-}
-
-/// Connect, run `f`, and turn its errors into exit codes.
-fn with_pool<F, Fut>(config: &Option<PathBuf>, f: F) -> CliResult
-where
-    F: FnOnce(DbPool) -> Fut,
-    Fut: std::future::Future<Output = Result<(), StoreError>>,
-{
-    let config = load_config(config, false)?;
-    runtime()?.block_on(async {
-        let pool = connect_configured(&config).await?;
-        f(pool).await.map_err(failure)
-    })
 }
 
 /// One password: a line from stdin, or typed twice at a prompt.

@@ -11,9 +11,8 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{connect_configured, load_config, runtime, CliResult, Failure};
-use crate::clients::store::{self, ClientError, NewClient};
-use crate::db::DbPool;
+use super::{with_pool, CliResult};
+use crate::clients::store::{self, NewClient};
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
@@ -39,26 +38,6 @@ pub enum ClientCommand {
     Delete { client: String },
     /// Give a confidential client a new secret, printed once; the old one stops working at once
     RotateSecret { client: String },
-}
-
-fn failure(e: ClientError) -> Failure {
-    if e.is_usage() {
-        Failure::usage(e.to_string())
-    } else {
-        Failure::runtime(e.to_string())
-    }
-}
-
-fn with_pool<F, Fut>(config: &Option<PathBuf>, f: F) -> CliResult
-where
-    F: FnOnce(DbPool) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ClientError>>,
-{
-    let config = load_config(config, false)?;
-    runtime()?.block_on(async {
-        let pool = connect_configured(&config).await?;
-        f(pool).await.map_err(failure)
-    })
 }
 
 fn json(client: &store::Client) -> String {

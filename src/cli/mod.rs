@@ -137,6 +137,50 @@ impl Failure {
 
 pub type CliResult = Result<(), Failure>;
 
+/// A store's error, as the commands over a store (`account`, `scope`,
+/// `role`, `client`) report it: a problem with what was asked (a bad
+/// value, a duplicate, an unknown name) exits 2, the database or the
+/// machine failing exits 1.
+pub trait StoreFailure: std::fmt::Display {
+    fn is_usage(&self) -> bool;
+}
+
+impl StoreFailure for crate::accounts::store::StoreError {
+    fn is_usage(&self) -> bool {
+        crate::accounts::store::StoreError::is_usage(self)
+    }
+}
+
+impl StoreFailure for crate::clients::store::ClientError {
+    fn is_usage(&self) -> bool {
+        crate::clients::store::ClientError::is_usage(self)
+    }
+}
+
+impl<E: StoreFailure> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        if e.is_usage() {
+            Failure::usage(e.to_string())
+        } else {
+            Failure::runtime(e.to_string())
+        }
+    }
+}
+
+/// Connect to the configured database and run `f` (whose store errors
+/// become exit codes through [`StoreFailure`]).
+pub fn with_pool<F, Fut>(config: &Option<PathBuf>, f: F) -> CliResult
+where
+    F: FnOnce(crate::db::DbPool) -> Fut,
+    Fut: std::future::Future<Output = CliResult>,
+{
+    let config = load_config(config, false)?;
+    runtime()?.block_on(async {
+        let pool = connect_configured(&config).await?;
+        f(pool).await
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log_guard = logs::init(cli.log_format);

@@ -88,23 +88,7 @@ impl ClientError {
     }
 }
 
-impl From<DbError> for ClientError {
-    fn from(e: DbError) -> Self {
-        ClientError::Db(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for ClientError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        ClientError::Db(classify(e))
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ClientError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        ClientError::Db(DbError::from(e))
-    }
-}
+crate::db::from_db_errors!(ClientError);
 
 /// 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), ClientError> {

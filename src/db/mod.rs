@@ -54,6 +54,33 @@ impl From<deadpool_postgres::PoolError> for DbError {
     }
 }
 
+/// `From` the three errors a store meets — a [`DbError`], a driver error
+/// (put through [`classify`], so a dropped connection is "unavailable"),
+/// a pool error — for an error type with a `Db(DbError)` variant, so every
+/// store classifies them alike.
+macro_rules! from_db_errors {
+    ($error:ty) => {
+        impl From<$crate::db::DbError> for $error {
+            fn from(e: $crate::db::DbError) -> Self {
+                Self::Db(e)
+            }
+        }
+
+        impl From<tokio_postgres::Error> for $error {
+            fn from(e: tokio_postgres::Error) -> Self {
+                Self::Db($crate::db::classify(e))
+            }
+        }
+
+        impl From<deadpool_postgres::PoolError> for $error {
+            fn from(e: deadpool_postgres::PoolError) -> Self {
+                Self::Db($crate::db::DbError::from(e))
+            }
+        }
+    };
+}
+pub(crate) use from_db_errors;
+
 /// The useful text of a Postgres error (tokio-postgres displays server
 /// errors as just "db error").
 pub fn pg_error_text(e: &tokio_postgres::Error) -> String {

@@ -9,14 +9,16 @@
 //! 1. **rejects** (400, [`PathError`]) anything ambiguous:
 //!    - a path that does not start with `/` (`*`, absolute-form leftovers);
 //!    - `%2F` and `%5C` (encoded `/` and `\`: servers disagree on whether
-//!      they separate segments, P3/P4), a literal `\`, `%00` and a literal
-//!      NUL, other raw control characters, and malformed escapes
-//!      (`%zz`, a truncated `%4`);
+//!      they separate segments, so `/public%2F..%2Fadmin` could climb out
+//!      of `/public` on the upstream), a literal `\`, `%00` and a literal
+//!      NUL, other raw control characters, and malformed escapes (`%zz`, a
+//!      truncated `%4`);
 //!    - bytes that are not valid UTF-8 once *every* escape is decoded, so
 //!      overlong forms such as `%c0%ae` (an overlong `.`) are refused;
-//!    - `#` (a fragment is not part of a request-target, P12);
+//!    - `#` (a fragment is not part of a request-target: `/admin#x` would
+//!      route one way and be resolved another);
 //!    - `;`: Tomcat-style matrix parameters (`/admin;jsessionid=x`,
-//!      `/admin;/..;/secret`, P8) mean different paths to different servers
+//!      `/admin;/..;/secret`) mean different paths to different servers
 //!      (Tomcat and Spring strip them before matching, most others do not),
 //!      so a path carrying one is refused outright rather than guessed at.
 //!      An encoded `%3B` is an ordinary character and is kept encoded;
@@ -26,7 +28,8 @@
 //!    Escapes are decoded once only: `%252e` stays `%252e`, it is never
 //!    a dot;
 //! 3. **collapses** runs of `/` into one, then **resolves** `.` and `..`
-//!    segments (RFC 3986 §5.2.4), including those spelled `%2e` (P1, P2).
+//!    segments (RFC 3986 §5.2.4), including those spelled `%2e`, so
+//!    `/public/../admin` and `/public/%2e%2e/admin` are decided as `/admin`.
 //!    A `..` that would climb above `/` is an error, not clamped. A path
 //!    ending in a `.` or `..` segment keeps a trailing slash (`/a/b/..` ->
 //!    `/a/`, `/a/.` -> `/a/`); any other trailing slash is preserved.

@@ -41,14 +41,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::accounts::password::Hasher;
 use crate::body::{self, Body};
 use crate::config::{Config, TokenConfig};
 use crate::db::DbPool;
-use crate::error::Rejection;
+use crate::error::{require_method, Rejection};
 use crate::metrics::RouteStats;
 use crate::request::RequestCtx;
 use crate::tokens::bearer::{credentials, Credentials};
@@ -322,21 +322,6 @@ impl OAuth {
         };
         ctx.identity = Some(identity.clone());
         Ok(identity)
-    }
-}
-
-/// 405 unless the method is `allowed` (`allow` is the `Allow` value).
-fn require_method(
-    req: &Request<Incoming>,
-    allowed: &[Method],
-    allow: &'static str,
-) -> Result<(), Rejection> {
-    if allowed.contains(req.method()) {
-        Ok(())
-    } else {
-        Err(Rejection::MethodNotAllowed {
-            allow: HeaderValue::from_static(allow),
-        })
     }
 }
 

@@ -10,8 +10,10 @@ use scopegate::accounts::Password;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-use crate::oauth::{login, new_account, CONFIG};
-use crate::support::{spawn_app, TestApp};
+use std::time::{Duration, Instant};
+
+use crate::oauth::{login, new_account, send, CONFIG};
+use crate::support::{http, spawn_app, TestApp, MARGIN};
 
 /// An empty config file: defaults, the database from the environment.
 fn config_file(dir: &Path) -> PathBuf {
@@ -185,6 +187,53 @@ async fn account_create_reads_the_password_from_stdin() {
         text(&out.stderr)
     );
     assert_exit(&cli.run(&["role", "create", "clerk"], "").await, 2);
+}
+
+/// `scopegate account disable` is another process: the gateway's cache is
+/// not told, so a token it already trusts is rejected once the trust
+/// window (`max_staleness_secs`) has passed (`docs/operations.md`, "Token
+/// cache consistency") — not before a re-check, never later than that.
+#[tokio::test]
+async fn the_cli_disabling_an_account_rejects_its_cached_token_within_max_staleness() {
+    let staleness = Duration::from_secs(1);
+    let app = spawn_app(&format!(
+        "[cache]\nmax_staleness_secs = {}\n{CONFIG}",
+        staleness.as_secs()
+    ))
+    .await;
+    let cli = Cli::new(&app);
+    new_account(&app, "dora", "pw", &["orders:read"], &[]).await;
+    let (access, _) = login(&app, "dora", "pw").await.pair();
+    let orders = |token: String| {
+        let url = app.url("/api/orders");
+        async move { send(http().get(url).bearer_auth(token)).await }
+    };
+    // Validated, and now in the cache.
+    assert_eq!(orders(access.clone()).await.status, 200);
+    let hits = app.state.tokens.counts().hits;
+    assert_eq!(orders(access.clone()).await.status, 200);
+    assert_eq!(app.state.tokens.counts().hits, hits + 1, "not cached");
+
+    assert_exit(&cli.run(&["account", "disable", "dora"], "").await, 0);
+    let disabled = Instant::now();
+    loop {
+        let r = orders(access.clone()).await;
+        if r.status == 401 {
+            assert_eq!(r.json()["error"], "invalid_token");
+            assert_eq!(
+                r.header("www-authenticate"),
+                Some("Bearer realm=\"scopegate\", error=\"invalid_token\"")
+            );
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert!(
+            disabled.elapsed() < staleness + MARGIN,
+            "the disabled account's token still passes after {:?}",
+            disabled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

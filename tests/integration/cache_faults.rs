@@ -6,16 +6,10 @@ use std::time::{Duration, Instant};
 
 use scopegate::testing::{FaultProxy, TestDb};
 
-use crate::support::{http_from, insert_token, raw_get, spawn_app, spawn_app_via};
+use crate::support::{bearer, http_from, insert_token, raw_get, spawn_app, spawn_app_via, MARGIN};
 
 /// `cache.db_deadline_ms` in these tests.
 const DEADLINE_MS: u64 = 300;
-/// Slack for a loaded 2-core machine on top of a configured bound.
-const MARGIN: Duration = Duration::from_millis(1500);
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
 
 fn route(extra: &str) -> String {
     format!(

@@ -192,7 +192,7 @@ fn migrate_against_an_unreachable_server_names_it_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "").unwrap();
-    let port = scopegate::db::embedded::free_port().unwrap();
+    let (_held, port) = crate::support::refusing_port();
     let out = scopegate()
         .arg("--config")
         .arg(&path)

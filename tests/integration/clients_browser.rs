@@ -43,42 +43,61 @@ impl Drop for Driver {
     }
 }
 
-/// Start chromedriver on a free port and wait until it reports ready.
+/// How many ports chromedriver is offered before the test gives up: a port
+/// found free can be taken by someone else before chromedriver binds it
+/// (it has no `--port=0`); it then exits at once, and we try another.
+const DRIVER_PORT_TRIES: usize = 5;
+
+/// Start chromedriver on a free port and wait until it reports ready; a
+/// driver that exits (its port was taken meanwhile) is started again on
+/// another port, and any other early exit fails the test at once.
 async fn start_driver(binary: &Path) -> Driver {
-    let port = scopegate::db::embedded::free_port().unwrap();
-    let child = Command::new(binary)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
     let http = browser();
-    let start = Instant::now();
-    loop {
-        let ready = http
-            .get(format!("{}/status", driver.url))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
-        if let Ok(r) = ready {
-            let body = r.bytes().await.unwrap_or_default();
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                if v["value"]["ready"] == true {
-                    return driver;
+    for _ in 0..DRIVER_PORT_TRIES {
+        let port = scopegate::db::embedded::free_port().unwrap();
+        // Its output in a file (a pipe nobody reads could fill and stall it).
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::from(log.reopen().unwrap()))
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap();
+        let mut driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = driver.child.try_wait().unwrap() {
+                let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+                if said.contains("Address already in use") || said.contains("port not available") {
+                    break; // someone took the port: another one
+                }
+                panic!("chromedriver exited ({status}) before it was ready: {said}");
+            }
+            let ready = http
+                .get(format!("{}/status", driver.url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(r) = ready {
+                let body = r.bytes().await.unwrap_or_default();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    if v["value"]["ready"] == true {
+                        return driver;
+                    }
                 }
             }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "chromedriver did not become ready"
-        );
-        tokio::task::yield_now().await;
     }
+    panic!("chromedriver found no free port in {DRIVER_PORT_TRIES} tries");
 }
 
 #[tokio::test]

@@ -4,28 +4,90 @@
 //! OS user can connect to.
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use scopegate::db::embedded::{Binaries, Cluster};
+
 use crate::support::{raw, raw_get};
 
-/// The `dev` process, stopped (SIGKILL) if the test fails before it does.
-struct Dev(std::process::Child);
+/// How long `dev` may take to stop its gateway and its Postgres after a
+/// signal.
+const DEV_STOP: Duration = Duration::from_secs(30);
 
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// Where `dev` run in `project` keeps its cluster: in the folder for an
+/// ordinary user; outside it (recorded in `.scopegate/cluster`) for root.
+fn cluster_dir(project: &Path) -> Option<PathBuf> {
+    if scopegate::db::embedded::running_as_root() {
+        let recorded = std::fs::read_to_string(project.join(".scopegate/cluster")).ok()?;
+        Some(PathBuf::from(recorded.trim()))
+    } else {
+        Some(project.join(".scopegate/postgres"))
     }
 }
 
+/// The `dev` process run in `project`. Dropped, pass or fail: SIGTERM
+/// (`dev` then stops its Postgres itself), SIGKILL if it has not exited
+/// within [`DEV_STOP`]; then its cluster, which runs in a process group of
+/// its own and so outlives a killed `dev`, is stopped and deleted.
+struct Dev {
+    child: std::process::Child,
+    project: PathBuf,
+    /// The cluster's folder once known (`dev --reset` deletes the record
+    /// that says where it is).
+    data: Option<PathBuf>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < DEV_STOP {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let Some(data) = self.data.clone().or_else(|| cluster_dir(&self.project)) else {
+            return;
+        };
+        if data.join("PG_VERSION").is_file() {
+            if data.join("postmaster.pid").exists() {
+                eprintln!(
+                    "dev left Postgres running on {}: stopping it",
+                    data.display()
+                );
+            }
+            let destroyed = Binaries::locate()
+                .map_err(|e| e.to_string())
+                .and_then(|b| Cluster::open_or_init(b, &data).map_err(|e| e.to_string()))
+                .and_then(|(c, _)| c.destroy().map_err(|e| e.to_string()));
+            if let Err(e) = destroyed {
+                eprintln!(
+                    "could not stop and delete the dev cluster in {}: {e}",
+                    data.display()
+                );
+            }
+        }
+        // Root's cluster lives outside the temporary folder: its (now
+        // empty) folder too.
+        if let Some(parent) = data.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Send `r`'s lines to `tx`, and go on reading to the end when nobody
+/// listens any more: a closed pipe would make `dev`'s next message fail,
+/// and `dev` with it, before it has stopped its Postgres.
 fn lines_of(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            let _ = tx.send(line);
         }
     });
 }
@@ -92,7 +154,7 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
         .replace("127.0.0.1:8081", "127.0.0.1:0");
     std::fs::write(dir.path().join("config/dev.toml"), dev_toml).unwrap();
 
-    let mut child = Dev(Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let spawned = Command::new(env!("CARGO_BIN_EXE_scopegate"))
         .arg("dev")
         .current_dir(dir.path())
         .env_remove("SCOPEGATE_CONFIG")
@@ -104,10 +166,15 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap());
+        .unwrap();
+    let mut dev = Dev {
+        child: spawned,
+        project: dir.path().to_owned(),
+        data: None,
+    };
     let (tx, rx) = mpsc::channel();
-    lines_of(child.0.stdout.take().unwrap(), tx.clone());
-    lines_of(child.0.stderr.take().unwrap(), tx);
+    lines_of(dev.child.stdout.take().unwrap(), tx.clone());
+    lines_of(dev.child.stderr.take().unwrap(), tx);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut password = None;
     let mut gateway = None;
@@ -163,14 +230,11 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     // Where is the cluster? In the folder for an ordinary user; outside it
     // (recorded in .scopegate/cluster) for root.
     let record = dir.path().join(".scopegate/cluster");
-    let data_dir = if scopegate::db::embedded::running_as_root() {
-        let recorded = std::fs::read_to_string(&record).expect("root records the cluster's folder");
-        let recorded = std::path::PathBuf::from(recorded.trim());
-        assert!(!recorded.starts_with(dir.path()), "{}", recorded.display());
-        recorded
-    } else {
-        dir.path().join(".scopegate/postgres")
-    };
+    let data_dir = cluster_dir(dir.path()).expect("root records the cluster's folder");
+    dev.data = Some(data_dir.clone());
+    if scopegate::db::embedded::running_as_root() {
+        assert!(!data_dir.starts_with(dir.path()), "{}", data_dir.display());
+    }
     assert!(data_dir.join("PG_VERSION").is_file());
     let port: u16 = std::fs::read_to_string(data_dir.with_file_name("postgres.port"))
         .unwrap()
@@ -199,9 +263,21 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
 
     // Ctrl-C stops everything, Postgres included, and exits 0.
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
-    let status = child.0.wait().unwrap();
+    unsafe { libc::kill(dev.child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = dev.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < DEV_STOP, "dev still running after Ctrl-C");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.success(), "{status}");
+    assert!(
+        !data_dir.join("postmaster.pid").exists(),
+        "Postgres still running on {} after dev exited",
+        data_dir.display()
+    );
 
     // `dev --reset` deletes the cluster.
     let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))

@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use scopegate::testing::{FaultProxy, TestDb};
 
 use crate::oauth::{login, new_account, CONFIG};
-use crate::support::{insert_token, raw_get, spawn_app, spawn_app_via};
-
-/// Slack for a loaded 2-core machine on top of a configured bound.
-const MARGIN: Duration = Duration::from_millis(1500);
+use crate::support::{bearer, insert_token, raw_get, spawn_app, spawn_app_via, MARGIN};
 
 const ROUTE: &str = r#"
 [[routes]]
@@ -21,10 +18,6 @@ path = "/api"
 upstream = "UPSTREAM"
 scopes = ["api"]
 "#;
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
 
 /// Postgres down at startup: `serve` retries for the configured patience,
 /// then exits 1 with one line naming the server (never serving "allow").

@@ -202,6 +202,29 @@ async fn the_grace_window_sweeper_reads_an_index_not_the_table() {
     assert!(plan.contains("refresh_tokens_sealed_idx"), "{plan}");
 }
 
+/// Stops and deletes the cluster in `data` when dropped, also when an
+/// assertion fails with the server running.
+struct DestroyOnDrop {
+    bins: Binaries,
+    data: std::path::PathBuf,
+}
+
+impl Drop for DestroyOnDrop {
+    fn drop(&mut self) {
+        if !self.data.join("PG_VERSION").is_file() {
+            return;
+        }
+        if let Ok((cluster, _)) = Cluster::open_or_init(self.bins.clone(), &self.data) {
+            if let Err(e) = cluster.destroy() {
+                eprintln!(
+                    "could not destroy the test cluster in {}: {e}",
+                    self.data.display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn embedded_cluster_starts_is_reused_and_stops() {
     let bins = Binaries::locate().expect("Postgres binaries on this machine");
@@ -212,6 +235,10 @@ fn embedded_cluster_starts_is_reused_and_stops() {
     )
     .unwrap();
     let data = dir.path().join("pg");
+    let _guard = DestroyOnDrop {
+        bins: bins.clone(),
+        data: data.clone(),
+    };
 
     let (cluster, created) = Cluster::open_or_init(bins.clone(), &data).unwrap();
     assert!(created);

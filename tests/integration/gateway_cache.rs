@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use scopegate::testing::{FaultProxy, TestDb};
 
 use crate::support::{
-    insert_token, raw_get, revoke_in_db, revoke_in_db_unannounced, spawn_app, spawn_app_via,
-    TestApp,
+    bearer, insert_token, raw_get, revoke_in_db, revoke_in_db_unannounced, spawn_app,
+    spawn_app_via, statement_calls_settled, TestApp, MARGIN, TOKEN_LOOKUP,
 };
 
 const ROUTE: &str = r#"
@@ -22,10 +22,6 @@ path = "/api"
 upstream = "UPSTREAM"
 scopes = ["api"]
 "#;
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
 
 /// Poll `f` until it returns true or `limit` passes; the time it took.
 async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
@@ -45,23 +41,20 @@ where
 
 #[tokio::test]
 async fn a_revoked_token_is_rejected_within_max_staleness() {
-    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 1\n{ROUTE}")).await;
+    let staleness = Duration::from_secs(1);
+    let app = spawn_app(&format!(
+        "[cache]\nmax_staleness_secs = {}\n{ROUTE}",
+        staleness.as_secs()
+    ))
+    .await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
-    let revoked_at = Instant::now();
     revoke_in_db(&app.db, &t).await;
-    let seen = within(Duration::from_secs(5), || async {
+    within(staleness + MARGIN, || async {
         raw_get(app.addr, "/api", &bearer(&t)).await.status == 401
     })
     .await
-    .expect("the revocation was never seen");
-    let _ = seen;
-    // max_staleness (1 s) plus slack for a loaded 2-core CI machine.
-    assert!(
-        revoked_at.elapsed() < Duration::from_millis(1000 + 1000),
-        "seen after {:?}",
-        revoked_at.elapsed()
-    );
+    .expect("the revocation was not seen within max_staleness");
 }
 
 #[tokio::test]
@@ -107,9 +100,13 @@ async fn app_behind_proxy(cache: &str) -> (TestApp, FaultProxy) {
 
 #[tokio::test]
 async fn database_outage_grace_then_503_then_recovery() {
-    let (app, proxy) = app_behind_proxy(
-        "[cache]\nmax_staleness_secs = 1\noutage_grace_secs = 3\nnegative_ttl_secs = 1",
-    )
+    let staleness = Duration::from_secs(1);
+    let grace = Duration::from_secs(3);
+    let (app, proxy) = app_behind_proxy(&format!(
+        "[cache]\nmax_staleness_secs = {}\noutage_grace_secs = {}\nnegative_ttl_secs = 1",
+        staleness.as_secs(),
+        grace.as_secs()
+    ))
     .await;
     let known = insert_token(&app.db, "known", &["api"], 3600).await;
     let never_seen = insert_token(&app.db, "new", &["api"], 3600).await;
@@ -129,23 +126,28 @@ async fn database_outage_grace_then_503_then_recovery() {
         .unwrap();
     assert_eq!(ready.status(), 503);
 
-    // Past max_staleness but within outage_grace: the known token still passes.
-    let past_staleness = within(Duration::from_secs(3), || async {
-        confirmed_at.elapsed() > Duration::from_millis(1100)
+    // Past max_staleness but within outage_grace: the known token still
+    // passes (a re-check that cannot reach the database).
+    let past_staleness = within(staleness + MARGIN, || async {
+        confirmed_at.elapsed() > staleness
     })
     .await;
     assert!(past_staleness.is_some());
+    assert!(confirmed_at.elapsed() < grace, "too slow to tell");
     assert_eq!(raw_get(app.addr, "/api", &bearer(&known)).await.status, 200);
 
-    // Past outage_grace: every token gets 503.
-    let over = within(Duration::from_secs(6), || async {
+    // Past outage_grace (counted from the confirmation): every token gets 503.
+    let over = within(grace + MARGIN, || async {
         raw_get(app.addr, "/api", &bearer(&known)).await.status == 503
     })
     .await
     .expect("the known token kept passing past outage_grace");
+    // The 503 came from a request sent after `over`; the confirmation
+    // happened after `sent_at`, so the grace cannot have ended before
+    // `sent_at + grace`.
     assert!(
-        sent_at.elapsed() >= Duration::from_secs(3),
-        "503 came early: {over:?}"
+        sent_at.elapsed() >= grace,
+        "503 came early: {over:?} after the cut"
     );
     let r = raw_get(app.addr, "/api", &bearer(&known)).await;
     assert_eq!(r.status, 503);
@@ -153,7 +155,7 @@ async fn database_outage_grace_then_503_then_recovery() {
 
     // The database comes back: everything recovers without a restart.
     proxy.restore();
-    let back = within(Duration::from_secs(5), || async {
+    let back = within(MARGIN * 2, || async {
         raw_get(app.addr, "/api", &bearer(&known)).await.status == 200
     })
     .await;
@@ -164,11 +166,15 @@ async fn database_outage_grace_then_503_then_recovery() {
     );
 }
 
+/// Single flight, counted twice: by the cache itself and by Postgres
+/// (`pg_stat_statements`: the lookup statement ran once on this test's
+/// database).
 #[tokio::test]
 async fn a_thousand_concurrent_first_requests_make_one_lookup() {
     let app = spawn_app(ROUTE).await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     let before = app.state.tokens.db_lookups();
+    let executed = statement_calls_settled(&app.db, TOKEN_LOOKUP).await;
     let barrier = Arc::new(tokio::sync::Barrier::new(1000));
     let mut tasks = Vec::new();
     for _ in 0..1000 {
@@ -184,19 +190,73 @@ async fn a_thousand_concurrent_first_requests_make_one_lookup() {
         assert_eq!(task.await.unwrap(), 200);
     }
     assert_eq!(app.state.tokens.db_lookups() - before, 1);
+    assert_eq!(
+        statement_calls_settled(&app.db, TOKEN_LOOKUP).await - executed,
+        1,
+        "Postgres ran the token lookup more than once"
+    );
 }
 
 async fn send_on(mut s: tokio::net::TcpStream, token: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let req = format!("GET /api HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n");
+    use tokio::io::AsyncWriteExt;
+    let req = format!(
+        "GET /api HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}\r\n",
+        bearer(token)
+    );
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf[..buf.len().min(20)]).into_owned();
-    head.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    crate::support::read_one(&mut s).await.status
+}
+
+/// The negative cache, counted by the cache and by Postgres: an unknown
+/// token is looked up once, answered from memory for `negative_ttl_secs`
+/// (no statement reaches the database), and looked up again once that has
+/// passed.
+#[tokio::test]
+async fn an_unknown_token_is_remembered_for_negative_ttl_then_asked_again() {
+    let negative_ttl = Duration::from_secs(1);
+    let app = spawn_app(&format!(
+        "[cache]\nnegative_ttl_secs = {}\n{ROUTE}",
+        negative_ttl.as_secs()
+    ))
+    .await;
+    let unknown = scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap();
+    let tokens = &app.state.tokens;
+    let executed = statement_calls_settled(&app.db, TOKEN_LOOKUP).await;
+    let looked_up = tokens.db_lookups();
+    let start = Instant::now();
+    for _ in 0..10 {
+        let r = raw_get(app.addr, "/api", &bearer(&unknown)).await;
+        assert_eq!(r.status, 401);
+    }
+    let remembered = start.elapsed();
+    assert!(
+        remembered < negative_ttl,
+        "too slow to tell: {remembered:?}"
+    );
+    assert_eq!(tokens.db_lookups() - looked_up, 1);
+    assert_eq!(
+        statement_calls_settled(&app.db, TOKEN_LOOKUP).await - executed,
+        1,
+        "a remembered unknown token reached the database"
+    );
+    // Once negative_ttl has passed, the next request asks again.
+    let asked_again = within(negative_ttl + MARGIN, || async {
+        assert_eq!(
+            raw_get(app.addr, "/api", &bearer(&unknown)).await.status,
+            401
+        );
+        tokens.db_lookups() - looked_up == 2
+    })
+    .await
+    .expect("the unknown token was never looked up again");
+    assert!(
+        start.elapsed() >= negative_ttl * 9 / 10,
+        "forgotten early: {asked_again:?}"
+    );
+    assert_eq!(
+        statement_calls_settled(&app.db, TOKEN_LOOKUP).await - executed,
+        2
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 
-use crate::support::{insert_token, spawn_app, Serve};
+use crate::support::{insert_token, read_until_closed, spawn_app, Serve, MARGIN};
 
 const ROUTES: &str = r#"
 [server]
@@ -217,6 +217,76 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
             "still running after SIGTERM"
         );
         tokio::task::yield_now().await;
+    };
+    assert_eq!(code, Some(0));
+}
+
+/// A request still in flight when `shutdown_grace_secs` is over (its
+/// upstream never answers) is cut off: the client's connection is closed
+/// at the end of the grace period, not before, and the process exits 0.
+#[tokio::test]
+async fn sigterm_closes_what_is_still_in_flight_after_the_grace_period_then_exits_0() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let grace = Duration::from_secs(1);
+    let db = scopegate::testing::TestDb::new().await;
+    // An upstream that reads the request and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (arrived_tx, arrived_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let _ = arrived_tx.send(());
+        // Held open, silent, until the test ends.
+        let _ = s.read(&mut chunk).await;
+    });
+    // Route and request deadlines far past the grace period: only the
+    // shutdown can end this request.
+    let config = routes(upstream).replace(
+        "[server]\n",
+        &format!(
+            "[server]\nshutdown_grace_secs = {}\nrequest_timeout_secs = 300\n",
+            grace.as_secs()
+        ),
+    );
+    let mut gw = Serve::start(&db, &config);
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET /files/never HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    arrived_rx.await.unwrap();
+
+    gw.signal(libc::SIGTERM);
+    let start = Instant::now();
+    let (answer, closed) = read_until_closed(&mut client, grace + MARGIN).await;
+    let took = start.elapsed();
+    assert!(closed, "the connection outlived the grace period: {took:?}");
+    assert!(
+        took >= grace * 9 / 10,
+        "closed before the grace period: {took:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let code = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            start.elapsed() < grace + MARGIN,
+            "still running {:?} after SIGTERM",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(code, Some(0));
 }

@@ -2,7 +2,7 @@
 //! grant, scopes, throttling, form strictness, what the database stores,
 //! outages; and the helpers the other `oauth_*` test modules share.
 //! (Refresh: `oauth_refresh`; revoke, introspect, userinfo and password
-//! change: `oauth_endpoints`; measurements: `oauth_measure`.)
+//! change: `oauth_endpoints`; measurements: `benches/issuer.rs`.)
 
 use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use scopegate::accounts::store::{self, NewAccount, StoreError};
@@ -10,7 +10,9 @@ use scopegate::accounts::Password;
 use scopegate::testing::{FaultProxy, TestDb};
 use serde_json::Value;
 
-use crate::support::{http, insert_token, spawn_app, spawn_app_via, TestApp};
+use crate::support::{
+    http, insert_token, spawn_app, spawn_app_via, statement_calls_settled, TestApp, ACCOUNT_LOOKUP,
+};
 
 /// Throttling out of the way (every test logs in from 127.0.0.1), two
 /// hashing threads, one protected route.
@@ -467,6 +469,11 @@ async fn requested_scope_must_be_a_subset_of_own_and_role_scopes() {
 // ---------------------------------------------------------------------------
 // Throttling
 
+/// A throttled attempt costs nothing: no argon2 work (the hashing pool's
+/// own count: hashing happens in this process, where Postgres cannot see
+/// it) and no account lookup (what Postgres executed). Every hash, real or
+/// dummy, follows that lookup, so the database's count is an outside check
+/// that throttled attempts stopped before anything that could hash.
 #[tokio::test]
 async fn throttling_answers_429_before_any_hashing() {
     let app = spawn_app(&CONFIG.replace(
@@ -481,6 +488,11 @@ async fn throttling_answers_429_before_any_hashing() {
             .assert_error(400, "invalid_grant");
     }
     let hashed = app.state.oauth.hasher.computed();
+    let looked_up = statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await;
+    assert!(
+        looked_up >= 3,
+        "the failed logins were not counted: {looked_up}"
+    );
     for password in ["wrong", "right"] {
         let r = login(&app, "NINA", password).await;
         assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
@@ -494,6 +506,11 @@ async fn throttling_answers_429_before_any_hashing() {
         app.state.oauth.hasher.computed(),
         hashed,
         "throttled attempts do no argon2 work"
+    );
+    assert_eq!(
+        statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await,
+        looked_up,
+        "a throttled attempt looked the account up"
     );
 }
 
@@ -560,6 +577,68 @@ async fn correct_logins_in_flight_never_throttle_each_other() {
             );
         }
     }
+}
+
+/// A stored hash with the costliest parameters the hasher still accepts
+/// (48 MiB, 10 passes: about 13 times the work of a current hash), and an
+/// output no password produces: verifying it keeps a hashing thread busy
+/// for a long while, then fails.
+const HEAVY_HASH: &str = "$argon2id$v=19$m=49152,t=10,p=1$c2FsdHNhbHRzYWx0c2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// One hashing thread holds at most `1 + QUEUE_PER_THREAD` logins. With
+/// that many slow verifications holding it, the next login finds the queue
+/// full: 503 with `Retry-After: 1` at once (`docs/configuration.md`,
+/// `hash_concurrency`), right password or wrong; the slow ones end as
+/// usual (400), and once they have, logins go through again. Never a 500.
+#[tokio::test]
+async fn a_full_hashing_queue_is_503_with_retry_after() {
+    let app = spawn_app(&CONFIG.replace("hash_concurrency = 2", "hash_concurrency = 1")).await;
+    new_account(&app, "hana", "right", &[], &[]).await;
+    new_account(&app, "heavy", "unused", &[], &[]).await;
+    db_exec(
+        &app,
+        "UPDATE accounts SET password = $1 WHERE username = 'heavy'",
+        &[&HEAVY_HASH],
+    )
+    .await;
+    let hasher = &app.state.oauth.hasher;
+    assert_eq!(hasher.threads(), 1);
+    let heavy: Vec<_> = (0..1 + hasher.queue_capacity())
+        .map(|_| {
+            let url = app.url("/oauth/token");
+            let form = encode(&[
+                ("grant_type", "password"),
+                ("username", "heavy"),
+                ("password", "guess"),
+            ]);
+            tokio::spawn(async move {
+                send(http().post(url).header(CONTENT_TYPE, FORM).body(form)).await
+            })
+        })
+        .collect();
+    // Wait until they hold the thread and fill the queue (each takes a
+    // good second: the queue stays full for at least that long).
+    let deadline = std::time::Instant::now() + crate::support::MARGIN * 5;
+    while hasher.queue_depth() < hasher.queue_capacity() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow logins never filled the queue ({} waiting)",
+            hasher.queue_depth()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for password in ["right", "wrong"] {
+        let r = login(&app, "hana", password).await;
+        r.assert_error(503, "temporarily_unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"), "{password}");
+    }
+    for h in heavy {
+        h.await.unwrap().assert_error(400, "invalid_grant");
+    }
+    login(&app, "hana", "right").await.pair();
+    login(&app, "hana", "wrong")
+        .await
+        .assert_error(400, "invalid_grant");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use scopegate::testing::TestDb;
 use scopegate::tokens::cache::TokenError;
 
-use crate::support::{insert_token, raw_get, revoke_in_db, spawn_app_on, TestApp};
+use crate::support::{bearer, insert_token, raw_get, revoke_in_db, spawn_app_on, TestApp};
 
 /// Staleness long enough that only a push can explain a quick rejection.
 const CONFIG: &str = r#"
@@ -28,10 +28,6 @@ scopes = ["api"]
 const PUSH_LIMIT: Duration = Duration::from_secs(5);
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
 
 /// A second handle on the same database (the first stays with its app).
 fn same(db: &TestDb) -> TestDb {

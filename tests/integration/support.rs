@@ -5,11 +5,67 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use scopegate::app::{App, State};
 use scopegate::config::{Config, EnvOverrides};
 use scopegate::testing::TestDb;
 use tokio::sync::watch;
+
+/// How late a timeout, a deadline or a clock-based window may be observed
+/// on a loaded 2-core machine: every timing bound is a configured value
+/// plus this.
+pub const MARGIN: Duration = Duration::from_secs(2);
+
+/// `Authorization: Bearer <token>` as a raw header line.
+pub fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// The statement the validation cache fills from (`tokens::lookup`), as
+/// `pg_stat_statements` shows it.
+pub const TOKEN_LOOKUP: &str = "WHERE t.token = $1";
+
+/// The statement a password login reads the account and its hash with
+/// (`accounts::credentials::find_login`).
+pub const ACCOUNT_LOOKUP: &str =
+    "SELECT account_id, password, is_active FROM accounts WHERE username = $1";
+
+/// How long a statement count must hold still to be read as final.
+const STATS_QUIET: Duration = Duration::from_millis(200);
+
+/// [`TestDb::statement_calls`] once the count holds still for
+/// [`STATS_QUIET`]: Postgres records a statement when its transaction
+/// ends, a moment after the client already has the rows, so a count read
+/// right after an answer may still be short.
+pub async fn statement_calls_settled(db: &TestDb, fragment: &str) -> i64 {
+    let deadline = Instant::now() + 5 * MARGIN;
+    let mut last = db.statement_calls(fragment).await;
+    loop {
+        tokio::time::sleep(STATS_QUIET).await;
+        let now = db.statement_calls(fragment).await;
+        if now == last {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the count of {fragment:?} never held still"
+        );
+        last = now;
+    }
+}
+
+/// A loopback port that refuses connections for as long as the returned
+/// socket lives: bound (so nobody else can take it) but not listening.
+/// Unlike a port that "was free a moment ago", it cannot turn out to be
+/// someone else's server.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}
 
 /// A running echo upstream.
 pub struct Upstream {

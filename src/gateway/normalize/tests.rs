@@ -52,9 +52,9 @@ fn slashes_collapse() {
 
 #[test]
 fn dot_segments() {
-    assert_eq!(n("/public/../admin/users").unwrap(), "/admin/users"); // P1
-    assert_eq!(n("/./admin").unwrap(), "/admin"); // P7
-    assert_eq!(n("/admin/.").unwrap(), "/admin/"); // P7
+    assert_eq!(n("/public/../admin/users").unwrap(), "/admin/users"); // climbing out of a public prefix
+    assert_eq!(n("/./admin").unwrap(), "/admin"); // a `.` segment hiding the prefix
+    assert_eq!(n("/admin/.").unwrap(), "/admin/"); // a trailing `.` segment
     assert_eq!(n("/a/./b").unwrap(), "/a/b");
     assert_eq!(n("/a/b/..").unwrap(), "/a/");
     assert_eq!(n("/a/b/../").unwrap(), "/a/");
@@ -89,7 +89,7 @@ fn climbing_above_the_root_is_rejected() {
 
 #[test]
 fn encoded_dots_are_resolved() {
-    // P2
+    // Encoded dots are dot segments too (`docs/security.md`, "Path normalization").
     assert_eq!(n("/public/%2e%2e/admin").unwrap(), "/admin");
     assert_eq!(n("/public/%2E%2E/admin").unwrap(), "/admin");
     assert_eq!(n("/public/.%2e/admin").unwrap(), "/admin");
@@ -109,7 +109,7 @@ fn escapes_are_canonical() {
     assert_eq!(n("/%c3%a9").unwrap(), "/%C3%A9");
     assert_eq!(n("/%C3%a9").unwrap(), "/%C3%A9");
     assert_eq!(n("/a%3f%23").unwrap(), "/a%3F%23");
-    // P6: decoded once only.
+    // Double encoding: decoded once only.
     assert_eq!(
         n("/public/%252e%252e/admin").unwrap(),
         "/public/%252e%252e/admin"
@@ -118,26 +118,26 @@ fn escapes_are_canonical() {
     assert_eq!(n("/%25").unwrap(), "/%25");
 }
 
-#[test]
-fn rejections() {
+/// Rejected paths and why, one or more of every kind.
+fn rejection_cases() -> Vec<(&'static str, PathError)> {
     use PathError::*;
-    let cases = [
+    vec![
         ("", NotAbsolute),
         ("admin", NotAbsolute),
         ("*", NotAbsolute),
         ("http://a/b", NotAbsolute),
-        ("/public%2F..%2Fadmin", EncodedSlash), // P3
+        ("/public%2F..%2Fadmin", EncodedSlash), // an encoded slash hiding `..`
         ("/admin%2Fusers", EncodedSlash),
         ("/a%2fb", EncodedSlash),
-        ("/public/..%5Cadmin", EncodedBackslash), // P4
+        ("/public/..%5Cadmin", EncodedBackslash), // an encoded backslash hiding `..`
         ("/a%5cb", EncodedBackslash),
-        ("/public\\..\\admin", Backslash), // P4
-        ("/admin%00.json", Nul),           // P5
+        ("/public\\..\\admin", Backslash), // backslashes as separators
+        ("/admin%00.json", Nul),           // NUL truncation
         ("/admin\0", Nul),
         ("/a\tb", ControlChar),
         ("/a\r\nb", ControlChar),
         ("/a\x7f", ControlChar),
-        ("/%c0%ae%c0%ae", InvalidUtf8), // P10
+        ("/%c0%ae%c0%ae", InvalidUtf8), // overlong UTF-8 dots
         ("/%C0%AE", InvalidUtf8),
         ("/%e0%80%ae", InvalidUtf8),    // overlong, 3 bytes
         ("/%ed%a0%80", InvalidUtf8),    // surrogate
@@ -153,13 +153,19 @@ fn rejections() {
         ("/%%41", InvalidPercent),
         ("/%4g", InvalidPercent),
         ("/%+1", InvalidPercent),
-        ("/admin#x", Fragment), // P12
+        ("/admin#x", Fragment), // a fragment in the target
         ("/#", Fragment),
-        ("/admin;jsessionid=x", Semicolon), // P8
+        ("/admin;jsessionid=x", Semicolon), // matrix parameters
         ("/admin;/..;/secret", Semicolon),
         ("/;", Semicolon),
-    ];
-    for (p, want) in cases {
+        ("/public/../../admin", EscapesRoot),
+        ("/%2e%2e", EscapesRoot),
+    ]
+}
+
+#[test]
+fn rejections() {
+    for (p, want) in rejection_cases() {
         assert_eq!(n(p), Err(want), "{p:?}");
     }
 }
@@ -171,30 +177,50 @@ fn decoding_to_valid_utf8_across_escapes_and_raw_bytes() {
     assert_eq!(n("/%E2%82%AC€").unwrap(), "/%E2%82%AC€");
 }
 
+/// The 400's description is a fixed text per kind of rejection: every
+/// input of one kind gets the same text, so none of it comes from the
+/// input; it holds neither the path nor a word of it; and two kinds never
+/// share a text (the client learns which rule it broke).
 #[test]
 fn descriptions_never_echo_and_are_distinct() {
-    use PathError::*;
-    let all = [
-        NotAbsolute,
-        EncodedSlash,
-        EncodedBackslash,
-        Backslash,
-        Nul,
-        InvalidUtf8,
-        InvalidPercent,
-        EscapesRoot,
-        Fragment,
-        Semicolon,
-        ControlChar,
-    ];
-    let mut seen = std::collections::HashSet::new();
-    for e in all {
-        let d = e.description();
-        assert!(!d.is_empty());
-        assert!(seen.insert(d), "duplicate description {d}");
-        assert_eq!(e.to_string(), d);
+    let mut text_of = std::collections::HashMap::new();
+    for (p, kind) in rejection_cases() {
+        let e = n(p).unwrap_err();
+        assert_eq!(e, kind, "{p:?}");
+        for d in [e.description().to_owned(), e.to_string()] {
+            let first = text_of
+                .entry(format!("{kind:?}"))
+                .or_insert_with(|| d.clone());
+            assert_eq!(*first, d, "{kind:?} has another text for {p:?}");
+            if p.len() > 1 {
+                assert!(!d.contains(p), "{d:?} echoes {p:?}");
+            }
+            for word in p.split(|c: char| !c.is_ascii_alphanumeric()) {
+                if word.len() >= 4 {
+                    assert!(!d.contains(word), "{d:?} echoes {word:?} of {p:?}");
+                }
+            }
+        }
     }
+    // Every kind is in the table, and no two kinds share a text.
+    assert_eq!(text_of.len(), ALL_KINDS.len(), "{text_of:?}");
+    let distinct: std::collections::HashSet<_> = text_of.values().collect();
+    assert_eq!(distinct.len(), text_of.len(), "{text_of:?}");
 }
+
+const ALL_KINDS: [PathError; 11] = [
+    PathError::NotAbsolute,
+    PathError::EncodedSlash,
+    PathError::EncodedBackslash,
+    PathError::Backslash,
+    PathError::Nul,
+    PathError::InvalidUtf8,
+    PathError::InvalidPercent,
+    PathError::EscapesRoot,
+    PathError::Fragment,
+    PathError::Semicolon,
+    PathError::ControlChar,
+];
 
 // ---------------------------------------------------------------------
 // Property tests.
