@@ -248,7 +248,8 @@ async fn spawn_app_inner(
     let upstream = echo().await;
     let mut config = config(toml, to.unwrap_or(upstream.addr), &db);
     config.database.url = Some(url.clone());
-    let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
+    let tls = scopegate::db::DbTls::from_url(&url).unwrap();
+    let pool = scopegate::db::pool(&url, &tls, config.database.pool_size).unwrap();
     let app = App::build(config, pool).unwrap();
     let addr = app.proxy_addr();
     let admin = app.admin_addr();
@@ -284,6 +285,12 @@ impl Serve {
     /// Start `serve` on `db` with `config_text` (its listeners forced to
     /// port 0) and wait for its readiness line ("scopegate listening").
     pub fn start(db: &TestDb, config_text: &str) -> Serve {
+        Self::start_on(&db.url, config_text)
+    }
+
+    /// [`Serve::start`] with `SCOPEGATE_DATABASE_URL` set to `url` (e.g.
+    /// [`TestDb::url_to`], with TLS parameters).
+    pub fn start_on(url: &scopegate::config::Secret, config_text: &str) -> Serve {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gw.toml");
@@ -292,7 +299,7 @@ impl Serve {
             .arg("--config")
             .arg(&config)
             .arg("serve")
-            .env("SCOPEGATE_DATABASE_URL", db.url.expose())
+            .env("SCOPEGATE_DATABASE_URL", url.expose())
             .env("SCOPEGATE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
