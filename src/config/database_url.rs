@@ -121,7 +121,7 @@ pub(crate) fn tls_params(url: &str) -> Result<TlsParams, String> {
 /// `url` as tokio-postgres can parse it: without `sslrootcert`, and with
 /// `sslmode=verify-ca` / `verify-full` given as `sslmode=require`, so that
 /// a connection that must use TLS still cannot fall back to plaintext. The
-/// certificate checks themselves are the TLS connector's job, configured
+/// certificate checks themselves are the TLS connector's job (`db::tls`), configured
 /// from [`super::DatabaseConfig::tls`] and [`super::DatabaseConfig::ca_file`].
 /// A string that is not well-formed is returned as it is.
 pub fn pg_url(url: &Secret) -> Secret {

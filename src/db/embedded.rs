@@ -15,7 +15,8 @@
 //! `<data_dir>.password`, readable by its creator only (0600), so another
 //! OS user on the machine cannot connect (`docs/security.md`, "Development
 //! cluster"). It is a local development and test database, never a
-//! production one. Commands are started in their own
+//! production one. The test harness also has it serve TLS
+//! ([`Cluster::start_with_tls`]); `dev` does not. Commands are started in their own
 //! process group so that a Ctrl-C in the terminal reaches scopegate, which
 //! then stops the server cleanly, rather than killing Postgres under it.
 
