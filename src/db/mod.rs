@@ -172,14 +172,15 @@ pub struct Dedicated {
     /// (logged): reconnect then, and `LISTEN` again.
     ///
     /// Read it while listening: when it is full the connection stops
-    /// reading from the server, and queries on `client` wait too. Dropping
-    /// it closes the connection.
+    /// reading from the server, and queries on `client` wait too. Once it
+    /// is dropped, notifications are discarded; the connection lives as
+    /// long as `client`.
     pub notifications: mpsc::Receiver<tokio_postgres::Notification>,
 }
 
 /// Open one connection with the pool's settings (the same URL, TLS and
 /// timeouts: [`pool`]), and drive it on a task of its own, which ends
-/// when the connection closes or `notifications` is dropped. Fails with
+/// when the connection closes (dropping `client` closes it). Fails with
 /// [`DbError::Unavailable`] when the server cannot be reached, the TLS
 /// handshake fails, or all that takes longer than the connect timeout.
 pub async fn connect_dedicated(url: &Secret, tls: &DbTls) -> Result<Dedicated, DbError> {
@@ -197,16 +198,11 @@ pub async fn connect_dedicated(url: &Secret, tls: &DbTls) -> Result<Dedicated, D
     let (tx, notifications) = mpsc::channel(NOTIFICATION_BUFFER);
     tokio::spawn(async move {
         loop {
-            let message = tokio::select! {
-                m = std::future::poll_fn(|cx| connection.poll_message(cx)) => m,
-                // Nobody listens any more: close the connection.
-                () = tx.closed() => break,
-            };
-            match message {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    if tx.send(n).await.is_err() {
-                        break;
-                    }
+                    // Err: nobody reads them any more; the client may
+                    // still be in use.
+                    let _ = tx.send(n).await;
                 }
                 Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
                     tracing::info!(target: "scopegate::db", notice = %notice.message(), "notice on a dedicated connection");
@@ -219,6 +215,10 @@ pub async fn connect_dedicated(url: &Secret, tls: &DbTls) -> Result<Dedicated, D
                 None => break,
             }
         }
+        // Closed before `tx` ends the notifications: whoever sees their
+        // end finds the client closed too.
+        drop(connection);
+        drop(tx);
     });
     Ok(Dedicated {
         client,

@@ -211,6 +211,27 @@ async fn a_dedicated_connection_uses_the_same_tls_and_receives_notifications() {
         .expect("the connection is still open");
     assert_eq!((n.channel(), n.payload()), ("tls_test", "hello"));
 
+    // The server ends the session: the notifications end too, the sign
+    // to reconnect.
+    let pid: i32 = dedicated
+        .client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.pool()
+        .get()
+        .await
+        .unwrap()
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), dedicated.notifications.recv())
+        .await
+        .expect("the end of the connection is seen within 10 s");
+    assert!(end.is_none(), "no notification was sent: {end:?}");
+    assert!(dedicated.client.is_closed());
+
     // The dedicated connection fails like the pool with a wrong CA.
     let wrong = db.url_to(
         "localhost",
