@@ -54,7 +54,8 @@ impl Issuer {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
         config.database.url = Some(db.url.clone());
-        let pool = scopegate::db::pool(&db.url, config.database.pool_size).unwrap();
+        let tls = scopegate::db::DbTls::from_url(&db.url).unwrap();
+        let pool = scopegate::db::pool(&db.url, &tls, config.database.pool_size).unwrap();
         let app = App::build(config, pool).unwrap();
         let (addr, state) = (app.proxy_addr(), app.state().clone());
         let (stop, mut stopped) = watch::channel(false);

@@ -44,7 +44,8 @@
 //! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
-//! - [`db`] (pool, migrations, embedded Postgres).
+//! - [`db`] (pool, dedicated connections, TLS to Postgres, migrations,
+//!   embedded Postgres).
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
 //!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
 //!   (the streaming body type), [`metrics`] (the per-route request

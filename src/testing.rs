@@ -6,8 +6,13 @@
 //!   exits (an `atexit` hook, which also runs when tests fail).
 //! - A migrated template database; every test gets its own database cloned
 //!   from it with `CREATE DATABASE ... TEMPLATE ...` (milliseconds).
+//! - The cluster serves TLS too, with a certificate for `localhost` and
+//!   `127.0.0.1` from a CA made for the run ([`server_tls`]), so that every
+//!   `sslmode` is tested against a real server. Test URLs name no `sslmode`:
+//!   libpq's default, `prefer`, so the pools use TLS unverified.
 //! - `SCOPEGATE_TEST_DATABASE_URL` points the harness at an existing server
-//!   instead (the URL's user must be allowed to create databases).
+//!   instead (the URL's user must be allowed to create databases); its TLS,
+//!   if any, is not the harness's, and [`server_tls`] is `None`.
 //! - [`FaultProxy`]: a TCP proxy in front of Postgres that a test can cut
 //!   and restore, to simulate the database going away without stopping the
 //!   shared cluster.
@@ -17,6 +22,7 @@
 //!   and not only what the code says it did.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -25,7 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Secret;
-use crate::db::embedded::{Binaries, Cluster};
+use crate::db::embedded::{Binaries, Cluster, ServerCert};
+use crate::db::DbTls;
 
 const TEMPLATE: &str = "scopegate_template";
 
@@ -37,6 +44,26 @@ struct Server {
     /// Unique per process, so parallel test binaries sharing an external
     /// server do not collide.
     prefix: String,
+    /// The harness's own cluster's TLS (`None` on an external server).
+    tls: Option<ServerTls>,
+}
+
+/// The TLS of the harness's cluster: the CA that signed its certificate
+/// (valid for `localhost` and `127.0.0.1`), and another CA that did not.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// PEM: the CA the server's certificate chains to.
+    pub ca_file: PathBuf,
+    /// PEM: a CA with the same name but another key, which signed nothing
+    /// the server has.
+    pub other_ca_file: PathBuf,
+}
+
+/// The TLS of the test server, or `None` when `SCOPEGATE_TEST_DATABASE_URL`
+/// points the harness at a server it did not set up (tests of TLS skip
+/// then, saying so).
+pub fn server_tls() -> Option<&'static ServerTls> {
+    server().tls.as_ref()
 }
 
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
@@ -67,12 +94,12 @@ fn server() -> &'static Server {
 
 fn init_server() -> Result<Server, String> {
     let prefix = format!("sgt{}", std::process::id());
-    let (admin_url, base_url) = match std::env::var("SCOPEGATE_TEST_DATABASE_URL") {
+    let (admin_url, base_url, tls) = match std::env::var("SCOPEGATE_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             url.parse::<tokio_postgres::Config>()
                 .map_err(|e| format!("SCOPEGATE_TEST_DATABASE_URL: {e}"))?;
             let base = strip_dbname(&url);
-            (url, base)
+            (url, base, None)
         }
         _ => {
             let bins = Binaries::locate().map_err(|e| e.to_string())?;
@@ -88,7 +115,10 @@ fn init_server() -> Result<Server, String> {
             .map_err(|e| e.to_string())?;
             let (cluster, _) =
                 Cluster::open_or_init(bins, &dir.path().join("data")).map_err(|e| e.to_string())?;
-            start_counting_statements(&cluster)?;
+            let tls_dir = dir.path().join("tls");
+            std::fs::create_dir(&tls_dir).map_err(|e| e.to_string())?;
+            let (cert, tls) = make_tls(&tls_dir)?;
+            start_counting_statements(&cluster, &cert)?;
             let admin = cluster.url("postgres");
             let base = cluster.base_url();
             if let Ok(mut g) = CLUSTER.lock() {
@@ -96,7 +126,7 @@ fn init_server() -> Result<Server, String> {
             }
             // SAFETY: registering a plain extern "C" fn with no captured state.
             unsafe { libc::atexit(stop_cluster_at_exit) };
-            (admin, base)
+            (admin, base, Some(tls))
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -124,7 +154,8 @@ fn init_server() -> Result<Server, String> {
                 .map_err(|e| crate::db::pg_error_text(&e))?;
         }
         let url = Secret::new(with_dbname(&base_url, &template));
-        let pool = crate::db::pool(&url, 1).map_err(|e| e.to_string())?;
+        let tls = DbTls::from_url(&url).map_err(|e| e.to_string())?;
+        let pool = crate::db::pool(&url, &tls, 1).map_err(|e| e.to_string())?;
         crate::db::migrate::run(&pool)
             .await
             .map_err(|e| e.to_string())?;
@@ -135,6 +166,7 @@ fn init_server() -> Result<Server, String> {
         admin_url,
         base_url,
         prefix,
+        tls,
     })
 }
 
@@ -152,15 +184,65 @@ pg_stat_statements.track_utility = off
 /// Start the throwaway cluster with [`STATEMENT_COUNTING`]; without it when
 /// this PostgreSQL installation lacks the module (the tests that count
 /// statements then fail and say so).
-fn start_counting_statements(cluster: &Cluster) -> Result<(), String> {
+fn start_counting_statements(cluster: &Cluster, cert: &ServerCert) -> Result<(), String> {
     let conf = cluster.data_dir().join("postgresql.conf");
     let original = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
     std::fs::write(&conf, format!("{original}{STATEMENT_COUNTING}")).map_err(|e| e.to_string())?;
-    if cluster.start(true).is_ok() {
+    if cluster.start_with_tls(true, cert).is_ok() {
         return Ok(());
     }
     std::fs::write(&conf, original).map_err(|e| e.to_string())?;
-    cluster.start(true).map(|_| ()).map_err(|e| e.to_string())
+    cluster
+        .start_with_tls(true, cert)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A CA, a server certificate it signs for `localhost` and `127.0.0.1`,
+/// and an unrelated CA of the same name; the CAs written to `dir`.
+fn make_tls(dir: &Path) -> Result<(ServerCert, ServerTls), String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let e = |e: rcgen::Error| format!("test TLS certificates: {e}");
+    let ca_params = || -> Result<CertificateParams, rcgen::Error> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name
+            .push(DnType::CommonName, "scopegate test CA");
+        Ok(p)
+    };
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let ca = ca_params().map_err(e)?;
+    let ca_pem = ca.self_signed(&ca_key).map_err(e)?.pem();
+    let other_key = KeyPair::generate().map_err(e)?;
+    let other_pem = ca_params()
+        .and_then(|p| p.self_signed(&other_key))
+        .map_err(e)?
+        .pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().map_err(e)?;
+    let mut server =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(e)?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_pem = server.signed_by(&server_key, &issuer).map_err(e)?.pem();
+    let tls = ServerTls {
+        ca_file: dir.join("ca.pem"),
+        other_ca_file: dir.join("other-ca.pem"),
+    };
+    std::fs::write(&tls.ca_file, ca_pem).map_err(|e| e.to_string())?;
+    std::fs::write(&tls.other_ca_file, other_pem).map_err(|e| e.to_string())?;
+    let cert = ServerCert {
+        chain_pem: server_pem,
+        key_pem: Secret::new(server_key.serialize_pem()),
+    };
+    Ok((cert, tls))
 }
 
 fn strip_dbname(url: &str) -> String {
@@ -221,7 +303,25 @@ impl TestDb {
 
     /// A small pool on this database.
     pub fn pool(&self) -> crate::db::DbPool {
-        crate::db::pool(&self.url, 4).expect("test pool")
+        let tls = DbTls::from_url(&self.url).expect("test URL's TLS settings");
+        crate::db::pool(&self.url, &tls, 4).expect("test pool")
+    }
+
+    /// The URL of this database on `host` (a name or address the test
+    /// server is reached at, or any name when `params` has
+    /// `hostaddr=127.0.0.1`), with `params` (`key=value&...`) added.
+    pub fn url_to(&self, host: &str, params: &str) -> Secret {
+        let cfg: tokio_postgres::Config = self.url.expose().parse().expect("test URL parses");
+        let user = cfg.get_user().unwrap_or("postgres");
+        let auth = match cfg.get_password() {
+            Some(p) => format!("{user}:{}", String::from_utf8_lossy(p)),
+            None => user.to_owned(),
+        };
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        Secret::new(format!(
+            "postgres://{auth}@{host}:{port}/{}?{params}",
+            self.name
+        ))
     }
 
     /// How many times Postgres has executed, on this database, statements

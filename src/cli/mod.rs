@@ -282,14 +282,22 @@ fn connect_patience() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Connect to the configured database, waiting for it (see [`connect_patience`]).
+/// Connect to the configured database, waiting for it (see
+/// [`connect_patience`]), with the TLS its `sslmode` asks for. A CA file
+/// that cannot be used is a configuration error (exit 2) naming the file.
 pub async fn connect_configured(config: &Config) -> Result<crate::db::DbPool, Failure> {
     let url = config.database.url.as_ref().ok_or_else(|| {
         Failure::usage(
             "no database configured: set database.url in the config file or SCOPEGATE_DATABASE_URL",
         )
     })?;
-    crate::db::connect(url, config.database.pool_size, connect_patience())
+    // Reads the CA file: off the async workers.
+    let database = config.database.clone();
+    let tls = tokio::task::spawn_blocking(move || crate::db::DbTls::from_config(&database))
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot set up database TLS: {e}")))?
+        .map_err(|e| Failure::usage(format!("database.url: {e}")))?;
+    crate::db::connect(url, &tls, config.database.pool_size, connect_patience())
         .await
         .map_err(|e| Failure::runtime(e.to_string()))
 }

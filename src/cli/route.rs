@@ -12,6 +12,10 @@ pub fn check_config(cli_path: &Option<PathBuf>) -> CliResult {
     let path = config_path(cli_path, false);
     match Config::load(&path) {
         Ok(c) => {
+            // The CA file of `database.url` is read at startup; a broken
+            // one is a configuration error here too.
+            crate::db::DbTls::from_config(&c.database)
+                .map_err(|e| Failure::usage(format!("{}: database.url: {e}", path.display())))?;
             println!("{}: ok ({} routes)", path.display(), c.routes.len());
             Ok(())
         }

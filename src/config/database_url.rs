@@ -78,7 +78,7 @@ impl TlsMode {
 
 /// The TLS parameters of one connection string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct TlsParams {
+pub(crate) struct TlsParams {
     pub mode: TlsMode,
     pub ca_file: Option<PathBuf>,
 }
@@ -87,7 +87,7 @@ pub(super) struct TlsParams {
 /// never repeat the string (it may hold a password). A string that is not
 /// well-formed gives the defaults here: tokio-postgres then reports what
 /// is wrong with it.
-pub(super) fn tls_params(url: &str) -> Result<TlsParams, String> {
+pub(crate) fn tls_params(url: &str) -> Result<TlsParams, String> {
     let mut p = TlsParams::default();
     let Some(conn) = ConnString::split(url) else {
         return Ok(p);
@@ -121,7 +121,7 @@ pub(super) fn tls_params(url: &str) -> Result<TlsParams, String> {
 /// `url` as tokio-postgres can parse it: without `sslrootcert`, and with
 /// `sslmode=verify-ca` / `verify-full` given as `sslmode=require`, so that
 /// a connection that must use TLS still cannot fall back to plaintext. The
-/// certificate checks themselves are the TLS connector's job, configured
+/// certificate checks themselves are the TLS connector's job (`db::tls`), configured
 /// from [`super::DatabaseConfig::tls`] and [`super::DatabaseConfig::ca_file`].
 /// A string that is not well-formed is returned as it is.
 pub fn pg_url(url: &Secret) -> Secret {

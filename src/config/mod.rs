@@ -23,6 +23,7 @@ mod raw;
 mod validate;
 
 pub use cidr::Cidr;
+pub(crate) use database_url::tls_params;
 pub use database_url::{pg_url, TlsMode};
 
 use std::fmt;

@@ -15,7 +15,8 @@
 //! `<data_dir>.password`, readable by its creator only (0600), so another
 //! OS user on the machine cannot connect (`docs/security.md`, "Development
 //! cluster"). It is a local development and test database, never a
-//! production one. Commands are started in their own
+//! production one. The test harness also has it serve TLS
+//! ([`Cluster::start_with_tls`]); `dev` does not. Commands are started in their own
 //! process group so that a Ctrl-C in the terminal reaches scopegate, which
 //! then stops the server cleanly, rather than killing Postgres under it.
 
@@ -190,6 +191,14 @@ fn service_user_ids() -> Result<(u32, u32), EmbeddedError> {
     // SAFETY: checked non-null above.
     let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
     Ok((uid, gid))
+}
+
+/// A server certificate for [`Cluster::start_with_tls`].
+pub struct ServerCert {
+    /// The server's certificate, then any intermediates, PEM.
+    pub chain_pem: String,
+    /// Its private key, PEM.
+    pub key_pem: crate::config::Secret,
 }
 
 /// A cluster on disk; [`Cluster::start`] runs it, [`Cluster::stop`] stops it.
@@ -377,6 +386,28 @@ impl Cluster {
     /// `throwaway` clusters (tests) run without fsync: faster, and their
     /// data is deleted afterwards anyway.
     pub fn start(&self, throwaway: bool) -> Result<bool, EmbeddedError> {
+        self.start_serving(throwaway, None)
+    }
+
+    /// [`Cluster::start`], serving TLS as well (`ssl=on`) with `cert`, so
+    /// that clients can be tested against every `sslmode`. The certificate
+    /// and key are written into the data folder as `server.crt` and
+    /// `server.key` (Postgres's defaults), owned by the user Postgres runs
+    /// as, the key readable by it only (Postgres refuses a key others can
+    /// read).
+    pub fn start_with_tls(
+        &self,
+        throwaway: bool,
+        cert: &ServerCert,
+    ) -> Result<bool, EmbeddedError> {
+        self.start_serving(throwaway, Some(cert))
+    }
+
+    fn start_serving(
+        &self,
+        throwaway: bool,
+        tls: Option<&ServerCert>,
+    ) -> Result<bool, EmbeddedError> {
         if self.is_running() {
             return Ok(false);
         }
@@ -387,6 +418,20 @@ impl Cluster {
         );
         if throwaway {
             opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        if let Some(cert) = tls {
+            let owner = if self.as_root {
+                Some(service_user_ids()?)
+            } else {
+                None
+            };
+            write_private(&self.data_dir.join("server.crt"), &cert.chain_pem, owner)?;
+            write_private(
+                &self.data_dir.join("server.key"),
+                cert.key_pem.expose(),
+                owner,
+            )?;
+            opts.push_str(" -c ssl=on");
         }
         let out = self
             .command(

@@ -1,25 +1,29 @@
-//! Postgres access: the connection pool, migrations, the embedded
-//! development cluster.
+//! Postgres access: the connection pool, dedicated connections, TLS,
+//! migrations, the embedded development cluster.
 //!
 //! The pool is deadpool-postgres over tokio-postgres with short timeouts
 //! everywhere: a request that needs the database while it is slow or gone
 //! must fail fast (503) instead of queueing (`docs/security.md`,
 //! "Database outage").
+//!
+//! Every connection, pooled ([`pool`], [`connect`]) or dedicated
+//! ([`connect_dedicated`]), is opened from the same settings
+//! ([`pg_config`]): the same timeouts, and the TLS of `database.url`'s
+//! `sslmode` through one [`DbTls`] (`tls`).
 
 pub mod embedded;
 pub mod migrate;
-mod session;
-
-pub use session::Session;
+pub mod tls;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
+use tokio::sync::mpsc;
 
 use crate::config::Secret;
 
 pub use deadpool_postgres::{Object as Conn, Pool as DbPool};
+pub use tls::{DbTls, TlsError};
 
 /// How long a request may wait for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -81,13 +85,21 @@ macro_rules! from_db_errors {
 }
 pub(crate) use from_db_errors;
 
-/// The useful text of a Postgres error (tokio-postgres displays server
-/// errors as just "db error").
+/// The useful text of a Postgres error: tokio-postgres displays server
+/// errors as just "db error", and any other error without its cause
+/// ("error performing TLS handshake", not why), so the causes follow.
 pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Connection-level failures mean "unavailable", not "bad query".
@@ -99,7 +111,7 @@ pub fn classify(e: tokio_postgres::Error) -> DbError {
         || e.code() == Some(&SqlState::ADMIN_SHUTDOWN)
         || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW);
     if transient {
-        DbError::Unavailable(e.to_string())
+        DbError::Unavailable(pg_error_text(&e))
     } else {
         DbError::Query(e)
     }
@@ -130,9 +142,11 @@ pub fn describe(url: &str) -> String {
     )
 }
 
-/// The connection settings every connection uses: `url` as configured,
-/// short connect timeout, a server-side statement timeout.
-fn pg_config(url: &Secret) -> Result<tokio_postgres::Config, DbError> {
+/// The settings every connection is opened with: `url` (`database.url`
+/// as configured; [`crate::config::pg_url`] makes it one tokio-postgres
+/// parses), the connect timeout, the statement timeout, an application
+/// name, and the `sslmode` of `tls`.
+fn pg_config(url: &Secret, tls: &DbTls) -> Result<tokio_postgres::Config, DbError> {
     let mut pg: tokio_postgres::Config = crate::config::pg_url(url)
         .expose()
         .parse()
@@ -142,16 +156,19 @@ fn pg_config(url: &Secret) -> Result<tokio_postgres::Config, DbError> {
     if pg.get_application_name().is_none() {
         pg.application_name("scopegate");
     }
+    tls.apply(&mut pg);
     Ok(pg)
 }
 
 /// Build a pool (no connection is opened yet). `url` is `database.url` as
-/// configured; [`crate::config::pg_url`] makes it one tokio-postgres parses.
-pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
-    let pg = pg_config(url)?;
+/// configured; `tls` is made from the same configuration
+/// ([`DbTls::from_config`], or [`DbTls::from_url`]) and decides the
+/// `sslmode` of every connection.
+pub fn pool(url: &Secret, tls: &DbTls, size: usize) -> Result<Pool, DbError> {
+    let pg = pg_config(url, tls)?;
     let mgr = Manager::from_config(
         pg,
-        NoTls,
+        tls.connector(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -168,11 +185,91 @@ pub fn pool(url: &Secret, size: usize) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
+/// How many notifications a [`Dedicated`] connection buffers before it
+/// stops reading from the server (which then queues them itself).
+const NOTIFICATION_BUFFER: usize = 1024;
+
+/// One connection of its own, outside the pool, for work that holds a
+/// session (`LISTEN`, session-level locks, a long `COPY`).
+pub struct Dedicated {
+    pub client: tokio_postgres::Client,
+    /// `NOTIFY` messages for the channels this session `LISTEN`s on, in the
+    /// order the server sent them. Ends (`recv()` gives `None`) when the
+    /// connection is closed, by the server, the network or an error
+    /// (logged): reconnect then, and `LISTEN` again.
+    ///
+    /// Read it while listening: when it is full the connection stops
+    /// reading from the server, and queries on `client` wait too. Once it
+    /// is dropped, notifications are discarded; the connection lives as
+    /// long as `client`.
+    pub notifications: mpsc::Receiver<tokio_postgres::Notification>,
+}
+
+/// Open one connection with the pool's settings (the same URL, TLS and
+/// timeouts: [`pool`]), and drive it on a task of its own, which ends
+/// when the connection closes (dropping `client` closes it). Fails with
+/// [`DbError::Unavailable`] when the server cannot be reached, the TLS
+/// handshake fails, or all that takes longer than the connect timeout.
+///
+/// `application_name` names the session in `pg_stat_activity`.
+pub async fn connect_dedicated(
+    url: &Secret,
+    tls: &DbTls,
+    application_name: &str,
+) -> Result<Dedicated, DbError> {
+    let mut pg = pg_config(url, tls)?;
+    pg.application_name(application_name);
+    let (client, mut connection) =
+        tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(tls.connector()))
+            .await
+            .map_err(|_| {
+                DbError::Unavailable(format!(
+                    "connecting to {} timed out after {CONNECT_TIMEOUT:?}",
+                    describe(url.expose())
+                ))
+            })?
+            .map_err(classify)?;
+    let (tx, notifications) = mpsc::channel(NOTIFICATION_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    // Err: nobody reads them any more; the client may
+                    // still be in use.
+                    let _ = tx.send(n).await;
+                }
+                Some(Ok(tokio_postgres::AsyncMessage::Notice(notice))) => {
+                    tracing::info!(target: "scopegate::db", notice = %notice.message(), "notice on a dedicated connection");
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(target: "scopegate::db", error = %pg_error_text(&e), "dedicated database connection failed");
+                    break;
+                }
+                None => break,
+            }
+        }
+        // Closed before `tx` ends the notifications: whoever sees their
+        // end finds the client closed too.
+        drop(connection);
+        drop(tx);
+    });
+    Ok(Dedicated {
+        client,
+        notifications,
+    })
+}
+
 /// Build a pool and wait until the server answers, retrying with
 /// exponential backoff for up to `patience`. The error names the server
 /// (without password) and what failed.
-pub async fn connect(url: &Secret, size: usize, patience: Duration) -> Result<Pool, DbError> {
-    let pool = pool(url, size)?;
+pub async fn connect(
+    url: &Secret,
+    tls: &DbTls,
+    size: usize,
+    patience: Duration,
+) -> Result<Pool, DbError> {
+    let pool = pool(url, tls, size)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut delay = Duration::from_millis(100);
     loop {

@@ -35,6 +35,7 @@ use super::cache::Validator;
 use super::revocations::Target;
 use super::{parse_hash_hex, TokenHash};
 use crate::config::Secret;
+use crate::db::DbTls;
 
 /// The channel the database triggers notify.
 pub const CHANNEL: &str = "scopegate_revocations";
@@ -71,17 +72,17 @@ impl Drop for Listener {
 
 /// Start listening on the database at `url` (as configured), feeding
 /// `validator`. Runs until dropped, reconnecting as needed.
-pub fn spawn(url: Secret, validator: Arc<Validator>) -> Listener {
+pub fn spawn(url: Secret, tls: DbTls, validator: Arc<Validator>) -> Listener {
     Listener {
-        task: tokio::spawn(run(url, validator)),
+        task: tokio::spawn(run(url, tls, validator)),
     }
 }
 
-async fn run(url: Secret, validator: Arc<Validator>) {
+async fn run(url: Secret, tls: DbTls, validator: Arc<Validator>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let stats = validator.listener_stats();
-        let outcome = session(&url, &validator, stats, &mut backoff).await;
+        let outcome = session(&url, &tls, &validator, stats, &mut backoff).await;
         if validator.listener_live() {
             stats.disconnects.fetch_add(1, Ordering::Relaxed);
             validator.set_listener_live(false);
@@ -101,12 +102,13 @@ async fn run(url: Secret, validator: Arc<Validator>) {
 /// heartbeat until something fails.
 async fn session(
     url: &Secret,
+    tls: &DbTls,
     validator: &Validator,
     stats: &ListenerStats,
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let deadline = validator.db_deadline();
-    let mut session = crate::db::Session::open(url, APPLICATION_NAME)
+    let mut session = crate::db::connect_dedicated(url, tls, APPLICATION_NAME)
         .await
         .map_err(|e| e.to_string())?;
     let client = &session.client;
@@ -125,11 +127,11 @@ async fn session(
     loop {
         tokio::select! {
             payload = session.notifications.recv() => {
-                let Some(payload) = payload else {
+                let Some(notification) = payload else {
                     return Err("connection closed".into());
                 };
                 stats.notifications.fetch_add(1, Ordering::Relaxed);
-                for target in parse(&payload) {
+                for target in parse(notification.payload()) {
                     validator.revoke(target).await;
                 }
             }

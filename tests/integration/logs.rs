@@ -61,7 +61,7 @@ async fn json_lines_carry_the_access_and_audit_fields_and_no_secret() {
     let upstream = echo().await;
     let admin_token = insert_token(&db, "ops", &["scopegate:admin"], 3600).await;
     let mut serve = Serve::start_with(
-        &db,
+        &db.url,
         &ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr)),
         &["--log-format", "json"],
         &[("NO_COLOR", None)],
@@ -191,7 +191,7 @@ async fn text_to_a_pipe_has_no_colour_codes() {
     let upstream = echo().await;
     // NO_COLOR is not set: stderr being a pipe is what turns colour off.
     let mut serve = Serve::start_with(
-        &db,
+        &db.url,
         &ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr)),
         &[],
         &[("NO_COLOR", None)],

@@ -17,6 +17,7 @@ mod clients_authorize;
 mod clients_browser;
 mod clients_python;
 mod clients_tokens;
+mod db_tls;
 mod dev;
 mod edge;
 mod faults;

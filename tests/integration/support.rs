@@ -325,7 +325,8 @@ async fn spawn_app_inner(
     let upstream = echo().await;
     let mut config = config(toml, to.unwrap_or(upstream.addr), &db);
     config.database.url = Some(url.clone());
-    let pool = scopegate::db::pool(&url, config.database.pool_size).unwrap();
+    let tls = scopegate::db::DbTls::from_url(&url).unwrap();
+    let pool = scopegate::db::pool(&url, &tls, config.database.pool_size).unwrap();
     let app = App::build(config, pool).unwrap();
     let addr = app.proxy_addr();
     let admin = app.admin_addr();
@@ -381,15 +382,21 @@ impl Serve {
     /// Start `serve` on `db` with `config_text` (its listeners forced to
     /// port 0) and wait for its readiness line ("scopegate listening").
     pub fn start(db: &TestDb, config_text: &str) -> Serve {
-        Serve::start_with(db, config_text, &[], &[("NO_COLOR", Some("1"))])
+        Serve::start_with(&db.url, config_text, &[], &[("NO_COLOR", Some("1"))])
     }
 
-    /// [`Serve::start`] with `args` before the `serve` command (e.g.
+    /// [`Serve::start`] with `SCOPEGATE_DATABASE_URL` set to `url` (e.g.
+    /// [`TestDb::url_to`], with TLS parameters).
+    pub fn start_on(url: &scopegate::config::Secret, config_text: &str) -> Serve {
+        Serve::start_with(url, config_text, &[], &[("NO_COLOR", Some("1"))])
+    }
+
+    /// [`Serve::start_on`] with `args` before the `serve` command (e.g.
     /// `--log-format json`) and `env` set (`None`: removed) in the
     /// process's environment. The readiness line is read in either log
     /// format.
     pub fn start_with(
-        db: &TestDb,
+        url: &scopegate::config::Secret,
         config_text: &str,
         args: &[&str],
         env: &[(&str, Option<&str>)],
@@ -404,7 +411,7 @@ impl Serve {
             .arg(&config)
             .args(args)
             .arg("serve")
-            .env("SCOPEGATE_DATABASE_URL", db.url.expose())
+            .env("SCOPEGATE_DATABASE_URL", url.expose())
             .env("SCOPEGATE_LOG", "info")
             .env_remove("SCOPEGATE_LOG_FORMAT")
             .stdout(std::process::Stdio::null())
