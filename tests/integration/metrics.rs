@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::admin::AdminApi;
-use crate::oauth::{login, new_account, post_form, refresh, send};
-use crate::support::{http, spawn_app, TestApp};
+use crate::oauth::{login, new_account, post_form, refresh};
+use crate::support::{http, send, spawn_app, TestApp};
 
 const CONFIG: &str = r#"
 [login]
