@@ -120,7 +120,11 @@ impl Serve {
             match self.lines.recv_timeout(left) {
                 Ok(line) if pred(&line) => return line,
                 Ok(line) => seen.push(line),
-                Err(e) => panic!("no such log line ({e}); saw:\n{}", seen.join("\n")),
+                Err(e) => panic!(
+                    "no such log line ({e}; the process: {:?}); saw:\n{}",
+                    self.child.try_wait(),
+                    seen.join("\n")
+                ),
             }
         }
     }
