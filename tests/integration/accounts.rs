@@ -12,8 +12,8 @@ use tokio::process::Command;
 
 use std::time::{Duration, Instant};
 
-use crate::oauth::{login, new_account, send, CONFIG};
-use crate::support::{http, spawn_app, TestApp, MARGIN};
+use crate::oauth::{login, new_account, CONFIG};
+use crate::support::{http, send, spawn_app, TestApp, MARGIN};
 
 /// An empty config file: defaults, the database from the environment.
 fn config_file(dir: &Path) -> PathBuf {
@@ -43,10 +43,8 @@ impl Cli {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_scopegate"));
+        let mut c = Command::from(crate::support::scopegate());
         c.env("SCOPEGATE_DATABASE_URL", &self.url)
-            .env_remove("SCOPEGATE_CONFIG")
-            .env_remove("SCOPEGATE_LISTEN")
             .env("SCOPEGATE_LOG", "warn")
             .arg("--config")
             .arg(&self.config)

@@ -9,9 +9,9 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::oauth::{login, new_account, send, Resp, CONFIG};
+use crate::oauth::{login, new_account, CONFIG};
 use crate::openapi::check;
-use crate::support::{http, insert_token, spawn_app, TestApp};
+use crate::support::{http, insert_token, send, spawn_app, Resp, TestApp};
 
 /// An admin API client holding a `scopegate:admin` token.
 pub struct AdminApi<'a> {

@@ -10,8 +10,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::admin::{assert_error, created, gateway_status, AdminApi};
-use crate::oauth::{login, new_account, send, CONFIG};
-use crate::support::{http, insert_token, spawn_app, Serve};
+use crate::oauth::{login, new_account, CONFIG};
+use crate::support::{http, insert_token, send, spawn_app, Serve};
 
 #[tokio::test]
 async fn roles_and_their_scopes() {

@@ -9,8 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    parse_response, read_until_closed, recorder, spawn_app_to, RawResponse, Recorded, Recorder,
-    TestApp,
+    read_until_closed, recorder, responses, spawn_app_to, Recorded, Recorder, Resp, TestApp,
 };
 
 const ROUTES: &str = r#"
@@ -38,44 +37,11 @@ async fn app() -> (TestApp, Recorder) {
 
 /// Send `bytes`, read until the gateway closes the connection (bounded),
 /// and split what came back into responses.
-async fn exchange(app: &TestApp, bytes: &[u8]) -> (Vec<RawResponse>, bool) {
+async fn exchange(app: &TestApp, bytes: &[u8]) -> (Vec<Resp>, bool) {
     let mut s = TcpStream::connect(app.addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let (all, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
     (responses(&all), closed)
-}
-
-/// Split a byte stream into responses (each framed by `Content-Length`).
-fn responses(mut all: &[u8]) -> Vec<RawResponse> {
-    let mut out = Vec::new();
-    while let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
-        let head = String::from_utf8_lossy(&all[..end]).to_lowercase();
-        let len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        let total = (end + 4 + len).min(all.len());
-        out.push(parse_response(&all[..total]));
-        all = &all[total..];
-    }
-    out
-}
-
-/// What the upstream received, once it has finished reading.
-async fn upstream_saw(rec: &Recorder) -> Vec<Recorded> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = rec.seen();
-        if seen.iter().all(|r| r.body_complete.is_some()) {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "upstream still reading: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn paths(seen: &[Recorded]) -> Vec<&str> {
@@ -97,7 +63,7 @@ async fn cl_te_is_read_as_chunked_and_closed() {
     assert!(closed);
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0].status, 200);
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert_eq!(paths(&seen), ["/public"]);
     assert_eq!(seen[0].body_bytes, 0);
 }
@@ -116,7 +82,7 @@ async fn te_cl_chunk_is_body_not_a_request() {
     assert!(closed);
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0].status, 200);
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert_eq!(paths(&seen), ["/public"]);
     assert_eq!(seen[0].body_bytes, inner.len() as u64);
 }
@@ -167,7 +133,7 @@ async fn malformed_framing_is_400_and_closed() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
-    assert!(upstream_saw(&rec).await.is_empty(), "{:?}", rec.seen());
+    assert!(rec.settled(0).await.is_empty(), "{:?}", rec.seen());
 }
 
 /// A bare LF as a line terminator in the head is recognized, as RFC 9112
@@ -194,7 +160,7 @@ async fn bare_lf_line_endings_are_read_one_way() {
         let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
         assert_eq!(statuses, [200, 401], "{what}");
     }
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert_eq!(paths(&seen), ["/public/a", "/public/b"]);
     assert_eq!(seen[0].header("x-foo"), ["a"]);
     assert_eq!(seen[0].header("x-bar"), ["b"]);
@@ -226,7 +192,7 @@ async fn bad_chunk_framing_is_400() {
         assert_eq!(rs.len(), 1, "{what}: {rs:?}");
         assert_eq!(rs[0].status, 400, "{what}");
     }
-    for seen in upstream_saw(&rec).await {
+    for seen in rec.settled(0).await {
         assert_eq!(seen.path, "/public");
         assert_ne!(seen.body_complete, Some(true), "{seen:?}");
     }
@@ -272,7 +238,7 @@ async fn tolerated_spellings_have_one_meaning() {
         assert_eq!(rs[0].status, 200, "{what}");
         assert_eq!(rs[0].json()["body_length"], len, "{what}");
     }
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert!(seen.iter().all(|r| r.path == "/public"), "{seen:?}");
     assert_eq!(seen.len(), 4);
     // The upstream gets framing of the gateway's own making: the exact
@@ -305,7 +271,7 @@ async fn pipelining_after_a_401_does_not_desync() {
     assert_eq!(statuses, [401, 401, 200]);
     // Only the public request reached the upstream; the rejected POST's
     // body was skipped as body.
-    assert_eq!(paths(&upstream_saw(&rec).await), ["/public/z"]);
+    assert_eq!(paths(&rec.settled(0).await), ["/public/z"]);
 }
 
 /// Header limits: more than 100 fields, or a header section over
@@ -322,7 +288,7 @@ async fn too_many_or_too_large_headers_are_431() {
         assert_eq!(rs.len(), 1, "{what}");
         assert_eq!(rs[0].status, 431, "{what}");
     }
-    assert!(upstream_saw(&rec).await.is_empty());
+    assert!(rec.settled(0).await.is_empty());
 }
 
 /// A body that stops arriving: the upstream waits for it, and the route
@@ -346,7 +312,7 @@ async fn a_slow_post_body_is_cut_off_by_the_deadline() {
     assert_eq!(rs.len(), 1, "{rs:?}");
     assert_eq!(rs[0].status, 504);
     assert!(took < Duration::from_secs(4), "{took:?}");
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].body_complete, Some(false));
     assert!(seen[0].body_bytes <= 10);
@@ -372,7 +338,7 @@ async fn a_client_abort_mid_upload_cancels_the_upstream_request() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(s);
-    let seen = upstream_saw(&rec).await;
+    let seen = rec.settled(0).await;
     assert_eq!(seen[0].body_complete, Some(false), "{seen:?}");
     assert!(seen[0].body_bytes <= 1000);
 }

@@ -1,15 +1,6 @@
 //! The binary's command line: exit codes and messages.
 
-use std::process::Command;
-
-fn scopegate() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_scopegate"));
-    c.env_remove("SCOPEGATE_CONFIG")
-        .env_remove("SCOPEGATE_DATABASE_URL")
-        .env_remove("SCOPEGATE_LISTEN")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
+use crate::support::scopegate;
 
 #[test]
 fn check_config_accepts_the_shipped_example() {

@@ -290,11 +290,9 @@ async fn deleting_a_client_removes_its_service_account_and_rotation_kills_the_ol
 }
 
 fn scopegate_cli(db: &TestDb) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_scopegate"));
-    c.env_remove("SCOPEGATE_CONFIG")
-        .env("SCOPEGATE_DATABASE_URL", db.url.expose())
-        .env("SCOPEGATE_LOG", "warn")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut c = crate::support::scopegate();
+    c.env("SCOPEGATE_DATABASE_URL", db.url.expose())
+        .env("SCOPEGATE_LOG", "warn");
     c
 }
 

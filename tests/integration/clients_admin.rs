@@ -10,9 +10,9 @@ use serde_json::json;
 
 use crate::admin::{assert_error, created, AdminApi};
 use crate::clients_authorize::{browser, get_authorize, request, setup};
-use crate::oauth::{encode, ensure_scope, send, CONFIG, FORM};
+use crate::oauth::{encode, ensure_scope, CONFIG, FORM};
 use crate::openapi::check;
-use crate::support::{http, insert_token, spawn_app};
+use crate::support::{http, insert_token, send, spawn_app};
 
 #[tokio::test]
 async fn clients_through_the_admin_api() {

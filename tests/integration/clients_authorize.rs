@@ -7,8 +7,8 @@
 use reqwest::header::{CONTENT_TYPE, COOKIE};
 
 use crate::clients::{new_client, TestClient};
-use crate::oauth::{db_exec, encode, new_account, send, Resp, CONFIG, FORM};
-use crate::support::{spawn_app, TestApp};
+use crate::oauth::{db_exec, encode, new_account, CONFIG, FORM};
+use crate::support::{send, spawn_app, Resp, TestApp};
 
 pub const REDIRECT: &str = "https://app.example/cb";
 /// RFC 7636 Appendix B.

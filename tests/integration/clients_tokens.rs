@@ -9,9 +9,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use crate::clients::{new_client, TestClient};
 use crate::clients_authorize::{code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER};
 use crate::oauth::{
-    db_exec, encode, introspect, is_live, login, new_account, post_form, send, Resp, CONFIG, FORM,
+    db_exec, encode, introspect, is_live, login, new_account, post_form, CONFIG, FORM,
 };
-use crate::support::{http, spawn_app, Seen, TestApp};
+use crate::support::{http, send, spawn_app, Resp, Seen, TestApp};
 
 fn basic(id: &str, secret: &str) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();

@@ -5,13 +5,13 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use scopegate::db::embedded::{Binaries, Cluster};
 
-use crate::support::{raw, raw_get};
+use crate::support::{raw, raw_get, scopegate};
 
 /// How long `dev` may take to stop its gateway and its Postgres after a
 /// signal.
@@ -97,7 +97,8 @@ fn lines_of(r: impl Read + Send + 'static, tx: mpsc::Sender<String>) {
 /// walk-through's). Returns the access token, after checking its scope.
 async fn demo_token(gateway: std::net::SocketAddr, path: &str, password: &str) -> String {
     use crate::clients_authorize::{cookie, hidden_fields, location_params, param, VERIFIER};
-    use crate::oauth::{encode, send};
+    use crate::oauth::encode;
+    use crate::support::send;
     let query: Vec<(String, String)> =
         form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -154,12 +155,9 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
         .replace("127.0.0.1:8081", "127.0.0.1:0");
     std::fs::write(dir.path().join("config/dev.toml"), dev_toml).unwrap();
 
-    let spawned = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let spawned = scopegate()
         .arg("dev")
         .current_dir(dir.path())
-        .env_remove("SCOPEGATE_CONFIG")
-        .env_remove("SCOPEGATE_DATABASE_URL")
-        .env_remove("SCOPEGATE_LISTEN")
         .env("SCOPEGATE_DEV_UPSTREAM", "127.0.0.1:0")
         .env("SCOPEGATE_LOG", "warn")
         .stdin(Stdio::null())
@@ -280,7 +278,7 @@ async fn dev_runs_from_a_private_folder_and_its_cluster_needs_a_password() {
     );
 
     // `dev --reset` deletes the cluster.
-    let out = Command::new(env!("CARGO_BIN_EXE_scopegate"))
+    let out = scopegate()
         .args(["dev", "--reset"])
         .current_dir(dir.path())
         .output()

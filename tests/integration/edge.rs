@@ -10,35 +10,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::{
-    raw, read_one, read_until_closed, recorder, spawn_app, spawn_app_to, Recorded, Recorder,
+    raw, read_one, read_until_closed, recorder, spawn_app, spawn_app_to, CATCH_ALL, MARGIN,
 };
 
-const ROUTES: &str = r#"
-[[routes]]
-name = "everything"
-path = "/"
-upstream = "UPSTREAM"
-public = true
-"#;
-
 fn with_server(server: &str) -> String {
-    format!("[server]\n{server}\n{ROUTES}")
-}
-
-/// How late a timeout may fire on a loaded 2-core machine.
-const MARGIN: Duration = Duration::from_secs(2);
-
-/// Wait (bounded) until the recorder has finished reading `n` requests.
-async fn settled(rec: &Recorder, n: usize) -> Vec<Recorded> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = rec.seen();
-        if seen.len() >= n && seen.iter().all(|r| r.body_complete.is_some()) {
-            return seen;
-        }
-        assert!(Instant::now() < deadline, "the upstream saw {seen:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    format!("[server]\n{server}\n{CATCH_ALL}")
 }
 
 /// Silent sockets, partial HTTP/2 prefaces and a preface followed by
@@ -325,7 +301,7 @@ async fn missing_and_invalid_hosts_are_400_and_never_forwarded() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let seen = settled(&rec, 2).await;
+    let seen = rec.settled(2).await;
     assert!(seen[0].header("x-forwarded-host").is_empty());
     assert_eq!(seen[1].header("x-forwarded-host"), ["api.example:8080"]);
 }
@@ -360,7 +336,7 @@ async fn http2_authority_must_match_host_and_cookies_are_joined() {
         .body(())
         .unwrap();
     assert_eq!(send(req).await, 200);
-    let seen = settled(&rec, 1).await;
+    let seen = rec.settled(1).await;
     assert_eq!(seen.len(), 1, "the mismatched request was forwarded");
     assert_eq!(seen[0].header("cookie"), ["a=1; b=2; c=3"]);
     assert_eq!(seen[0].header("x-forwarded-host"), ["A.example"]);
@@ -439,7 +415,7 @@ async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let seen = settled(&rec, 1).await;
+    let seen = rec.settled(1).await;
     assert_eq!(seen[0].header("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(
         seen[0].header("forwarded"),
@@ -477,7 +453,7 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_entry_is_the_client() {
     )
     .await;
     assert_eq!(r.status, 200);
-    let seen = settled(&rec, 1).await;
+    let seen = rec.settled(1).await;
     assert_eq!(
         seen[0].header("x-forwarded-for"),
         ["6.6.6.6, 203.0.113.9, 10.1.2.3, 127.0.0.1"]

@@ -3,19 +3,11 @@
 
 use std::time::Duration;
 
-use crate::support::{raw, spawn_app, Serve};
-
-const ROUTES: &str = r#"
-[[routes]]
-name = "everything"
-path = "/"
-upstream = "UPSTREAM"
-public = true
-"#;
+use crate::support::{raw, spawn_app, Serve, CATCH_ALL};
 
 #[tokio::test]
 async fn oauth_answers_carry_the_request_id_like_proxied_ones() {
-    let app = spawn_app(ROUTES).await;
+    let app = spawn_app(CATCH_ALL).await;
     let form = "grant_type=nonsense";
     let req = format!(
         "POST /oauth/token HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Request-Id: oauth-abc\r\n\
@@ -49,7 +41,7 @@ async fn oauth_answers_carry_the_request_id_like_proxied_ones() {
 /// the catch-all route, so credentials never reach an upstream.
 #[tokio::test]
 async fn oauth_is_recognized_on_the_normalized_path() {
-    let app = spawn_app(ROUTES).await;
+    let app = spawn_app(CATCH_ALL).await;
     for path in [
         "/oauth/token",
         "//oauth/token",
@@ -91,7 +83,7 @@ async fn one_access_line_format_for_proxied_and_oauth_requests() {
     let upstream = crate::support::echo().await;
     let mut serve = Serve::start(
         &db,
-        &ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr)),
+        &CATCH_ALL.replace("UPSTREAM", &format!("http://{}", upstream.addr)),
     );
     let addr = serve.addr;
 

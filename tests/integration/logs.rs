@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::oauth::{encode, send};
+use crate::oauth::encode;
+use crate::support::send;
 use crate::support::{echo, http, insert_token, Serve};
 
 const ROUTES: &str = r#"

@@ -10,8 +10,8 @@ use serde_json::json;
 use crate::admin::AdminApi;
 use crate::clients::new_client;
 use crate::clients_authorize::{code_for, request, REDIRECT, VERIFIER};
-use crate::oauth::{db_exec, login, new_account, post_form, refresh, send};
-use crate::support::{http, insert_token, spawn_app, TestApp};
+use crate::oauth::{db_exec, login, new_account, post_form, refresh};
+use crate::support::{http, insert_token, send, spawn_app, TestApp};
 
 const CONFIG: &str = r#"
 [login]

@@ -4,14 +4,15 @@
 //! (Refresh: `oauth_refresh`; revoke, introspect, userinfo and password
 //! change: `oauth_endpoints`; measurements: `benches/issuer.rs`.)
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use scopegate::accounts::store::{self, NewAccount, StoreError};
 use scopegate::accounts::Password;
 use scopegate::testing::{FaultProxy, TestDb};
 use serde_json::Value;
 
 use crate::support::{
-    http, insert_token, spawn_app, spawn_app_via, statement_calls_settled, TestApp, ACCOUNT_LOOKUP,
+    http, insert_token, send, spawn_app, spawn_app_via, statement_calls_settled, Resp, TestApp,
+    ACCOUNT_LOOKUP,
 };
 
 /// Throttling out of the way (every test logs in from 127.0.0.1), two
@@ -30,78 +31,6 @@ scopes = ["orders:read"]
 "#;
 
 pub const FORM: &str = "application/x-www-form-urlencoded";
-
-/// A response, read whole.
-pub struct Resp {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// An RFC 6749 §5.2 error with the no-store headers.
-    #[track_caller]
-    pub fn assert_error(&self, status: u16, error: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(
-            self.json()["error"],
-            error,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self.assert_no_store();
-    }
-
-    #[track_caller]
-    pub fn assert_no_store(&self) {
-        assert_eq!(
-            self.header("cache-control"),
-            Some("no-store"),
-            "status {}",
-            self.status
-        );
-        assert_eq!(
-            self.header("pragma"),
-            Some("no-cache"),
-            "status {}",
-            self.status
-        );
-    }
-
-    /// The access and refresh tokens of a 200 token response.
-    #[track_caller]
-    pub fn pair(&self) -> (String, String) {
-        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
-        let j = self.json();
-        (
-            j["access_token"].as_str().unwrap().to_owned(),
-            j["refresh_token"].as_str().unwrap().to_owned(),
-        )
-    }
-}
-
-pub async fn send(req: reqwest::RequestBuilder) -> Resp {
-    let r = req.send().await.unwrap();
-    Resp {
-        status: r.status().as_u16(),
-        headers: r.headers().clone(),
-        body: r.bytes().await.unwrap().to_vec(),
-    }
-}
 
 pub fn encode(params: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -342,8 +271,8 @@ async fn wrong_password_and_unknown_user_look_the_same_and_both_hash() {
     let names = |r: &Resp| {
         let mut v: Vec<String> = r
             .headers
-            .keys()
-            .map(|k| k.as_str().to_owned())
+            .iter()
+            .map(|(k, _)| k.to_owned())
             .filter(|k| k != "date")
             .collect();
         v.sort();

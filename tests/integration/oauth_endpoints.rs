@@ -4,10 +4,9 @@
 use reqwest::header::CONTENT_TYPE;
 
 use crate::oauth::{
-    encode, introspect, is_live, login, new_account, post_form, refresh, send, userinfo, Resp,
-    CONFIG, FORM,
+    encode, introspect, is_live, login, new_account, post_form, refresh, userinfo, CONFIG, FORM,
 };
-use crate::support::{http, insert_token, spawn_app, TestApp};
+use crate::support::{http, insert_token, send, spawn_app, Resp, TestApp};
 
 async fn revoke(app: &TestApp, token: &str, hint: Option<&str>) -> Resp {
     let mut params = vec![("token", token)];

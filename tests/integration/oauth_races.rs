@@ -10,10 +10,8 @@ use std::sync::Arc;
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::watch;
 
-use crate::oauth::{
-    encode, hash_hex, login_from, new_account, post_form_from, send, Resp, CONFIG, FORM,
-};
-use crate::support::{http_from, spawn_app, TestApp};
+use crate::oauth::{encode, hash_hex, login_from, new_account, post_form_from, CONFIG, FORM};
+use crate::support::{http_from, send, spawn_app, Resp, TestApp};
 
 /// A client address of its own for trial `n` of test `test`, so the
 /// failed logins a race produces never add up against one address.

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use reqwest::header::CONTENT_TYPE;
 
 use crate::oauth::{
-    db_exec, encode, hash_hex, is_live, login, login_scope, new_account, post_form, refresh, send,
+    db_exec, encode, hash_hex, is_live, login, login_scope, new_account, post_form, refresh,
     userinfo, CONFIG, FORM,
 };
-use crate::support::{http, spawn_app, TestApp};
+use crate::support::{http, send, spawn_app, TestApp};
 
 #[tokio::test]
 async fn refresh_rotates_and_the_old_token_stops_working() {

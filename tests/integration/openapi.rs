@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
-use crate::oauth::{encode, login, new_account, post_form, send, Resp, CONFIG, FORM};
-use crate::support::{http, insert_token, spawn_app};
+use crate::oauth::{encode, login, new_account, post_form, CONFIG, FORM};
+use crate::support::{http, insert_token, send, spawn_app, Resp};
 
 /// The checked-in document (the one the admin listener serves).
 pub fn document() -> &'static Value {

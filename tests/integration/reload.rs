@@ -84,7 +84,7 @@ async fn sighup_swaps_routes_and_keeps_serving_through_bad_files() {
     assert!(serve.child.try_wait().unwrap().is_none());
     // Two reloads applied, one refused, as /metrics counts them.
     let metrics =
-        crate::oauth::send(crate::support::http().get(format!("http://{}/metrics", serve.admin)))
+        crate::support::send(crate::support::http().get(format!("http://{}/metrics", serve.admin)))
             .await;
     let text = String::from_utf8(metrics.body).unwrap();
     assert!(
