@@ -122,9 +122,9 @@ fn main() {
         report.storm = Some(s);
     }
     if knobs.wants("attack") {
-        let phases = attack::run(&mut stack, &knobs, &rt);
-        report::print_attack(&phases, &knobs);
-        report.attack = Some(phases);
+        let a = attack::run(&mut stack, &knobs, &rt);
+        report::print_attack(&a, &knobs);
+        report.attack = Some(a);
     }
     if knobs.wants("memory") {
         let m = memory::run(&stack.db, knobs.mem_tokens, &rt);

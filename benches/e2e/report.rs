@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::attack::Phase;
+use crate::attack::AttackReport;
 use crate::knobs::Knobs;
 use crate::memory::MemoryReport;
 use crate::procs::version;
@@ -69,7 +69,7 @@ pub struct Report {
     pub lowload: Option<Vec<Row>>,
     pub h2c: Option<Vec<Row>>,
     pub storm: Option<StormReport>,
-    pub attack: Option<Vec<Phase>>,
+    pub attack: Option<AttackReport>,
     pub memory: Option<MemoryReport>,
     /// Parts skipped, and why.
     pub skipped: Vec<String>,
@@ -269,18 +269,18 @@ pub fn print_storm(s: &StormReport) {
     );
 }
 
-pub fn print_attack(phases: &[Phase], knobs: &Knobs) {
+pub fn print_attack(a: &AttackReport, knobs: &Knobs) {
     println!(
         "\n## Under attack (valid traffic: wrk -c{} with a cached token; spray: {} connections, up to {} random tokens a round)\n",
         knobs.conns, knobs.spray_conns, knobs.spray_tokens
     );
-    println!("| phase | valid req/s | valid p99 | × quiet p99 | failed | DB queries/s | DB round trips/s | xact_commit/s | sprayed tokens/s | logins/s | RSS | peak RSS |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| phase | valid req/s | valid p99 | × quiet p99 | failed | DB queries/s | DB round trips/s | sprayed tokens/s | logins/s | RSS | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
     let opt = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.0}"));
-    for p in phases {
+    for p in &a.phases {
         println!(
-            "| {} | {:.0} | {} | {:.2}× | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {:.2}× | {} | {:.0} | {:.0} | {} | {} | {} | {} |",
             p.phase,
             p.rps,
             ms(p.p99_us),
@@ -288,13 +288,16 @@ pub fn print_attack(phases: &[Phase], knobs: &Knobs) {
             p.non_2xx,
             p.db_queries_per_s,
             p.db_round_trips_per_s,
-            p.xact_commit_per_s,
             opt(p.sprayed_per_s),
             opt(p.logins_per_s),
             mib(p.memory.rss),
             mib(p.memory.hwm),
         );
     }
+    println!(
+        "\nCross-check: the relay counted {} queries over the part; Postgres committed {} transactions (`pg_stat_database.xact_commit`).",
+        a.relay_queries, a.xact_commit
+    );
 }
 
 pub fn print_memory(m: &MemoryReport) {

@@ -107,6 +107,8 @@ pub struct Row {
     pub upstream_cpu_per_100k: f64,
     pub log_lines_per_request: Option<f64>,
     pub vs_nginx: Option<VsNginx>,
+    /// The ratios of each round.
+    pub rounds_vs_nginx: Vec<VsNginx>,
     /// Median over rounds of this target's p50 minus direct's.
     pub added_p50_us: Option<f64>,
     pub rounds: Vec<Sample>,
@@ -138,6 +140,17 @@ impl Row {
                 rps: ratio(samples, n, |s| s.load.rps),
                 p99: ratio(samples, n, |s| s.load.p99_us),
                 cpu: ratio(samples, n, |s| s.cpu_per_100k),
+            }),
+            rounds_vs_nginx: nginx.map_or(Vec::new(), |n| {
+                samples
+                    .iter()
+                    .zip(n)
+                    .map(|(s, n)| VsNginx {
+                        rps: s.load.rps / n.load.rps,
+                        p99: s.load.p99_us / n.load.p99_us,
+                        cpu: s.cpu_per_100k / n.cpu_per_100k,
+                    })
+                    .collect()
             }),
             added_p50_us: direct.map(|d| {
                 median(
