@@ -124,10 +124,7 @@ pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryRepor
                 2 * tokens.len()
             ),
             "e2e-memory",
-            &EnvOverrides {
-                database_url: None,
-                listen: None,
-            },
+            &EnvOverrides::default(),
         )
         .expect("the cache configuration parses");
         let pool = scopegate::db::pool(&Secret::new(url), POOL).expect("a pool");

@@ -198,7 +198,10 @@ pub fn print_main(rows: &[Row], knobs: &Knobs) {
                 .map_or("—".into(), |v| format!("{v:.2}")),
         );
     }
-    println!("\nThe direct row's CPU is the upstream's own. Ratios: against nginx of the same access-log setting.");
+    if rows.iter().any(|r| r.target == "direct") {
+        println!("\nThe direct row's CPU is the upstream's own.");
+    }
+    println!("Ratios: against nginx of the same access-log setting, per round, then the median.");
 }
 
 pub fn print_lowload(rows: &[Row]) {
