@@ -9,6 +9,11 @@
 //! - `Upgrade: websocket` completes the handshake and echoes every message.
 //!
 //! The request body is consumed as a stream and only counted.
+//!
+//! [`Fixed`] (`scopegate echo --fixed`) is the other upstream: it answers
+//! every request with the same 2-byte body without looking at it, so a
+//! benchmark charges the proxy in front of it, not the upstream's JSON
+//! work (`docs/operations.md`, "Commands").
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,6 +44,23 @@ impl Handler for Echo {
         _conn: crate::server::Conn,
     ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
         respond(req)
+    }
+}
+
+/// The fixed-response upstream: `200 OK`, body `ok`, whatever was asked.
+/// The request body is left unread (hyper drains or closes as it must).
+pub struct Fixed;
+
+/// What [`Fixed`] answers.
+pub const FIXED_BODY: &[u8] = b"ok";
+
+impl Handler for Fixed {
+    fn handle(
+        self: Arc<Self>,
+        _req: Request<Incoming>,
+        _conn: crate::server::Conn,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        std::future::ready(Response::new(body::full(Bytes::from_static(FIXED_BODY))))
     }
 }
 

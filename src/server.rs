@@ -81,7 +81,11 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// Concurrent streams per HTTP/2 connection.
 pub const H2_MAX_STREAMS: u32 = 100;
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+/// The connection builder every listener uses: HTTP/1.1 and h2c with the
+/// header limits and timers above. Public so the load harness's bare
+/// reference proxy (`benches/e2e/bare.rs`) serves with exactly these
+/// settings.
+pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())

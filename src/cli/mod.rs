@@ -95,6 +95,10 @@ pub enum Command {
         /// Address to listen on
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+        /// Answer every request with 200 and the 2-byte body `ok` instead,
+        /// without describing it (a benchmark upstream that costs next to nothing)
+        #[arg(long)]
+        fixed: bool,
     },
 }
 
@@ -239,20 +243,22 @@ fn run(cli: Cli) -> CliResult {
                 Ok(())
             })
         }
-        Command::Echo { listen } => runtime()?.block_on(async {
+        Command::Echo { listen, fixed } => runtime()?.block_on(async {
             let listener = crate::server::bind(*listen)
                 .map_err(|e| Failure::runtime(format!("cannot listen on {listen}: {e}")))?;
             eprintln!(
-                "echo upstream listening on http://{}",
+                "{} upstream listening on http://{}",
+                if *fixed { "fixed-response" } else { "echo" },
                 listener.local_addr().unwrap_or(*listen)
             );
-            crate::server::serve(
-                listener,
-                Arc::new(crate::echo::Echo),
-                Default::default(),
-                shutdown_signal(),
-            )
-            .await;
+            let limits = crate::server::Limits::default();
+            if *fixed {
+                let handler = Arc::new(crate::echo::Fixed);
+                crate::server::serve(listener, handler, limits, shutdown_signal()).await;
+            } else {
+                let handler = Arc::new(crate::echo::Echo);
+                crate::server::serve(listener, handler, limits, shutdown_signal()).await;
+            }
             Ok(())
         }),
         Command::Account { command } => account::account(&cli.config, command),

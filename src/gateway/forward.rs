@@ -54,7 +54,14 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// The pooled upstream client (keep-alive connections per upstream).
-pub fn client() -> UpstreamClient {
+/// Generic over the request body so the load harness's bare reference
+/// proxy (`benches/e2e/bare.rs`) can pass bodies through unboxed with
+/// exactly these settings; the gateway uses [`UpstreamClient`].
+pub fn client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));

@@ -203,3 +203,48 @@ fn migrate_against_an_unreachable_server_names_it_and_exits_1() {
     );
     assert!(!err.contains("hunter2"), "the password leaked: {err}");
 }
+
+/// `echo --fixed` (the load harness's upstream) answers 200 `ok` to
+/// anything, without describing the request.
+#[tokio::test]
+async fn echo_fixed_answers_ok_to_anything() {
+    use std::io::BufRead;
+    /// Stopped even when an assertion fails.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        scopegate()
+            .args(["echo", "--fixed", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The first line names the address it bound.
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("fixed-response upstream listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    let client = reqwest::Client::new();
+    for req in [
+        client.get(format!("{addr}/anything?x=1")),
+        client
+            .post(format!("{addr}/other"))
+            .header("x-echo-bytes", "100")
+            .body("a body"),
+    ] {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("content-type").is_none());
+        assert_eq!(res.bytes().await.unwrap().as_ref(), b"ok");
+    }
+}

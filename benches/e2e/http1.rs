@@ -1,0 +1,71 @@
+//! A minimal blocking HTTP/1.1 client for the side traffic (logins, token
+//! spraying): one request at a time on a kept-alive socket, the answer's
+//! status and body length read with `Content-Length` framing (what
+//! scopegate's own answers use).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// `POST path` with a form body; the status.
+    pub fn post_form(&mut self, path: &str, body: &str) -> std::io::Result<u16> {
+        write!(
+            self.stream,
+            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        self.status()
+    }
+
+    /// `GET path` with a Bearer token; the status.
+    pub fn get_bearer(&mut self, path: &str, token: &str) -> std::io::Result<u16> {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )?;
+        self.status()
+    }
+
+    /// Read one answer; its status code.
+    fn status(&mut self) -> std::io::Result<u16> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    let code = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    self.buf.drain(..end + 4 + len);
+                    return Ok(code);
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The load generators: `wrk` (HTTP/1.1, latency percentiles) and
+//! `h2load` (h2c prior knowledge), run as processes and their output
+//! parsed.
+
+use std::process::Command;
+
+use serde::Serialize;
+
+/// What one load run measured.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Load {
+    pub rps: f64,
+    /// Latency percentiles (wrk only; 0 for h2load, which prints none).
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Mean latency (h2load's "time for request"; wrk's "Latency Avg").
+    pub mean_us: f64,
+    /// Requests completed in the run.
+    pub requests: u64,
+    /// Answers other than 2xx/3xx.
+    pub non_2xx: u64,
+    /// Connect, read, write errors and timeouts.
+    pub socket_errors: u64,
+}
+
+impl Load {
+    /// Panics unless every request succeeded: a target that fails fast
+    /// would otherwise look fast.
+    pub fn expect_ok(self, what: &str) -> Load {
+        assert!(
+            self.non_2xx == 0 && self.socket_errors == 0,
+            "{what}: {} non-2xx answers and {} socket errors in {} requests",
+            self.non_2xx,
+            self.socket_errors,
+            self.requests
+        );
+        self
+    }
+}
+
+/// A latency as wrk and h2load print it (`46.00us`, `1.23ms`, `2.01s`),
+/// in microseconds.
+pub fn parse_latency(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|v| v * mult)
+}
+
+/// One wrk run.
+pub struct Wrk<'a> {
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    pub secs: u64,
+    pub conns: u32,
+    pub threads: u32,
+}
+
+impl Wrk<'_> {
+    pub fn run(&self) -> Load {
+        let mut cmd = Command::new("wrk");
+        cmd.args([
+            &format!("-t{}", self.threads.min(self.conns)),
+            &format!("-c{}", self.conns),
+            &format!("-d{}s", self.secs),
+            "--latency",
+        ]);
+        if let Some(t) = self.token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let out = cmd.arg(self.url).output().expect("run wrk");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let load = parse_wrk(&text);
+        assert!(
+            load.requests > 0,
+            "{}: wrk printed no result:\n{text}\n{}",
+            self.url,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        load
+    }
+}
+
+/// wrk's summary (with `--latency`).
+pub fn parse_wrk(text: &str) -> Load {
+    let mut load = Load::default();
+    let mut in_distribution = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with("Latency Distribution") {
+            in_distribution = true;
+        } else if let Some(v) = l.strip_prefix("Latency") {
+            if !in_distribution {
+                load.mean_us = v
+                    .split_whitespace()
+                    .next()
+                    .and_then(parse_latency)
+                    .unwrap_or(0.0);
+            }
+        } else if let Some(v) = l.strip_prefix("Requests/sec:") {
+            load.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            load.p50_us = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            load.p99_us = parse_latency(v).unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            load.non_2xx = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            load.socket_errors = v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+        } else if let Some((n, _)) = l.split_once(" requests in ") {
+            load.requests = n.trim().parse().unwrap_or(0);
+        }
+    }
+    load
+}
+
+/// One h2load run: `conns` clients with `streams` concurrent streams each,
+/// h2c with prior knowledge.
+pub struct H2load<'a> {
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    pub secs: u64,
+    pub conns: u32,
+    pub streams: u32,
+}
+
+impl H2load<'_> {
+    pub fn run(&self) -> Load {
+        let mut cmd = Command::new("h2load");
+        cmd.args([
+            "-t1",
+            &format!("-c{}", self.conns),
+            &format!("-m{}", self.streams),
+            "-D",
+            &self.secs.to_string(),
+        ]);
+        if let Some(t) = self.token {
+            cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+        }
+        let out = cmd.arg(self.url).output().expect("run h2load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let load = parse_h2load(&text);
+        assert!(
+            load.requests > 0,
+            "{}: h2load printed no result:\n{text}\n{}",
+            self.url,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        load
+    }
+}
+
+/// The numbers after `key` on h2load's line starting with `prefix`,
+/// e.g. `requests: 9 total, 9 started, 9 done` -> `done` = 9.
+fn h2_count(text: &str, prefix: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|rest| {
+            rest.split(',').find_map(|part| {
+                let mut words = part.split_whitespace();
+                let n = words.next()?;
+                (words.next()? == key).then(|| n.parse().ok())?
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// h2load's summary.
+pub fn parse_h2load(text: &str) -> Load {
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("finished in "))
+        .and_then(|rest| rest.split(',').nth(1))
+        .and_then(|v| v.trim().strip_suffix("req/s"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let done = h2_count(text, "requests:", "done");
+    let ok = h2_count(text, "status codes:", "2xx") + h2_count(text, "status codes:", "3xx");
+    let failed = h2_count(text, "requests:", "failed")
+        + h2_count(text, "requests:", "errored")
+        + h2_count(text, "requests:", "timeout");
+    // min max mean sd +/-sd
+    let mean_us = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("time for request:"))
+        .and_then(|v| v.split_whitespace().nth(2))
+        .and_then(parse_latency)
+        .unwrap_or(0.0);
+    Load {
+        rps,
+        p50_us: 0.0,
+        p99_us: 0.0,
+        mean_us,
+        requests: done,
+        non_2xx: done.saturating_sub(ok),
+        socket_errors: failed,
+    }
+}

@@ -1,0 +1,184 @@
+//! The token cache's memory and the cold path's database work, measured
+//! in this process through the library's `Validator` (the gateway's
+//! authenticate phase calls exactly that) with a pool built as the
+//! gateway builds it:
+//!
+//! - bytes per cached token: N distinct valid tokens (inserted in bulk)
+//!   validated into the cache, this process's RSS read before and after
+//!   (this binary uses mimalloc, like scopegate's);
+//! - database round trips and queries for one cold token, counted by a
+//!   relay of its own in front of Postgres: the very first token (new
+//!   connection, statement prepared) and the steady state after it.
+
+use std::sync::Arc;
+
+use scopegate::config::{Config, EnvOverrides, Secret};
+use scopegate::testing::insert_token;
+use scopegate::tokens::cache::Validator;
+use scopegate::tokens::{generate, hash, hash_hex, Kind};
+use serde::Serialize;
+
+use crate::cpu::own_memory;
+use crate::pgrelay::{Relay, Snapshot};
+use crate::rounds::median;
+use crate::targets::Database;
+
+/// Connections in the validator's pool (the gateway's default `pool_size`).
+const POOL: usize = 16;
+/// Tokens validated one by one for the cold-path count.
+const COLD: usize = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    pub tokens: usize,
+    pub cached_entries: u64,
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub bytes_per_token: f64,
+    /// The first cold token: the pool's first connection and the
+    /// statement's preparation included.
+    pub first_cold: Snapshot,
+    /// Each later cold token.
+    pub cold: Vec<Snapshot>,
+    pub cold_round_trips: f64,
+    pub cold_queries: f64,
+}
+
+/// `n` valid tokens with the scope `bench:read` for one account, inserted
+/// with a few bulk statements.
+async fn bulk_tokens(db: &Database, n: usize) -> Vec<String> {
+    let url = Secret::new(db.direct_url.clone());
+    let tls = scopegate::db::DbTls::from_url(&url).expect("TLS settings");
+    let pool = scopegate::db::pool(&url, &tls, 2).expect("a pool");
+    // Creates the account and the scope.
+    insert_token(&pool, "memory", &["bench:read"], 86_400).await;
+    let conn = pool.get().await.expect("a connection");
+    let account: i32 = conn
+        .query_one(
+            "SELECT account_id FROM accounts WHERE username = 'memory'",
+            &[],
+        )
+        .await
+        .expect("the account")
+        .get(0);
+    let scope: i32 = conn
+        .query_one(
+            "SELECT scope_id FROM scopes WHERE scope_value = 'bench:read'",
+            &[],
+        )
+        .await
+        .expect("the scope")
+        .get(0);
+    let tokens: Vec<String> = (0..n)
+        .map(|_| generate(Kind::Access).expect("random bytes"))
+        .collect();
+    let now = scopegate::db::unix_now();
+    let stmt = "WITH t AS (
+            INSERT INTO access_tokens (token, expires, created)
+            SELECT h, $2, $3 FROM unnest($1::text[]) AS h RETURNING token_id
+        ), a AS (
+            INSERT INTO account_tokens (account_id, token_id) SELECT $4, token_id FROM t
+        )
+        INSERT INTO token_scopes (token_id, scope_id) SELECT token_id, $5 FROM t";
+    for chunk in tokens.chunks(10_000) {
+        let hashes: Vec<String> = chunk.iter().map(|t| hash_hex(&hash(t))).collect();
+        conn.execute(stmt, &[&hashes, &(now + 86_400), &now, &account, &scope])
+            .await
+            .expect("insert tokens in bulk");
+    }
+    drop(conn);
+    pool.close();
+    tokens
+}
+
+/// Validate `tokens[range]` with `POOL` tasks at once; all must be valid.
+async fn validate_all(v: &Arc<Validator>, tokens: &Arc<Vec<String>>, from: usize, to: usize) {
+    let tasks: Vec<_> = (0..POOL)
+        .map(|k| {
+            let (v, tokens) = (v.clone(), tokens.clone());
+            tokio::spawn(async move {
+                let mut i = from + k;
+                while i < to {
+                    assert!(
+                        v.validate(&tokens[i], std::net::Ipv4Addr::LOCALHOST.into())
+                            .await
+                            .is_ok(),
+                        "a bulk-inserted token validates"
+                    );
+                    i += POOL;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("a validation task");
+    }
+}
+
+pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryReport {
+    let target = db.relay.target();
+    rt.block_on(async {
+        let tokens = Arc::new(bulk_tokens(db, n + 1 + COLD + 2 * POOL).await);
+        let relay = Relay::start(target).await.expect("a relay");
+        let url = db.relay_url_to(relay.addr());
+        let config = Config::parse(
+            &format!(
+                "[cache]\nmax_entries = {}\n[database]\npool_size = {POOL}\n",
+                2 * tokens.len()
+            ),
+            "e2e-memory",
+            &EnvOverrides::default(),
+        )
+        .expect("the cache configuration parses");
+        let url = Secret::new(url);
+        let tls = scopegate::db::DbTls::from_url(&url).expect("TLS settings");
+        let pool = scopegate::db::pool(&url, &tls, POOL).expect("a pool");
+        let v = Arc::new(Validator::new(pool, &config.cache));
+
+        let cold_one = |i: usize| {
+            let (v, tokens, relay) = (&v, &tokens, &relay);
+            async move {
+                let before = relay.snapshot();
+                assert!(
+                    v.validate(&tokens[i], std::net::Ipv4Addr::LOCALHOST.into())
+                        .await
+                        .is_ok(),
+                    "a cold token validates"
+                );
+                relay.snapshot() - before
+            }
+        };
+        let first_cold = cold_one(0).await;
+        let mut cold = Vec::new();
+        for i in 1..=COLD {
+            cold.push(cold_one(i).await);
+        }
+        // Open every pool connection (and its relay buffers) before the
+        // first reading.
+        let start = 1 + COLD;
+        validate_all(&v, &tokens, start, start + 2 * POOL).await;
+        v.run_pending_tasks().await;
+        let before = own_memory().rss;
+        validate_all(&v, &tokens, start + 2 * POOL, tokens.len()).await;
+        v.run_pending_tasks().await;
+        let after = own_memory().rss;
+        let cached = v.entry_count();
+        assert!(
+            cached as usize >= tokens.len() * 99 / 100,
+            "only {cached} of {} tokens stayed cached",
+            tokens.len()
+        );
+        let measured = tokens.len() - start - 2 * POOL;
+        MemoryReport {
+            tokens: measured,
+            cached_entries: cached,
+            rss_before: before,
+            rss_after: after,
+            bytes_per_token: after.saturating_sub(before) as f64 / measured as f64,
+            cold_round_trips: median(cold.iter().map(|s| s.round_trips as f64)),
+            cold_queries: median(cold.iter().map(|s| s.queries as f64)),
+            first_cold,
+            cold,
+        }
+    })
+}
