@@ -41,7 +41,8 @@
 //! - [`clients`] (the OAuth client registry: ids, secrets, redirect URIs,
 //!   authorization codes), above the next two: a client's service account
 //!   is an account, and deleting a client revokes its tokens.
-//! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache,
+//! - [`tokens`] (generation, hashing, Bearer parsing, the validation cache
+//!   and the `LISTEN` connection that pushes revocations into it,
 //!   issuing, rotation, revocation) and [`accounts`] (accounts, scopes,
 //!   roles, argon2 hashing, bootstrap).
 //! - [`db`] (pool, dedicated connections, TLS to Postgres, migrations,
