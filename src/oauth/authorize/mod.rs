@@ -173,6 +173,20 @@ pub fn validate(client: &Registered, params: &Form) -> Result<Valid, (&'static s
     {
         return Err(("invalid_request", "state is longer than 1024 bytes"));
     }
+    // `state = 1*VSCHAR` (RFC 6749 Appendix A.5). Beyond the grammar, a
+    // line break or a NUL cannot survive the login form: browsers turn
+    // every line break in a posted field into CR LF and a NUL in an
+    // attribute into U+FFFD, so the posted request would differ from the
+    // one the anti-CSRF token was minted for, and no sign-in could succeed.
+    if params
+        .get("state")
+        .is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+    {
+        return Err((
+            "invalid_request",
+            "state must be printable ASCII (RFC 6749 Appendix A.5)",
+        ));
+    }
     let Some(challenge) = params.get("code_challenge") else {
         return Err((
             "invalid_request",
@@ -414,3 +428,6 @@ async fn submit(
     params.push(("iss", &oauth.authorize.issuer));
     found(&with_params(&redirect_uri, &params))
 }
+
+#[cfg(test)]
+mod tests;
