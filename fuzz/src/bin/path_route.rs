@@ -2,5 +2,7 @@
 //! the input format and the properties checked.
 
 fn main() {
+    // Before the fork server starts: one-time setup is not coverage.
+    scopegate_fuzz::path_route::init();
     afl::fuzz!(|data: &[u8]| scopegate_fuzz::path_route::check(data));
 }
