@@ -111,6 +111,14 @@ impl Form {
         Ok(Form { pairs })
     }
 
+    /// Every parameter as decoded, in the order sent, including those sent
+    /// without a value (as `""`): what a re-encoding of the form must
+    /// reproduce (the fuzz targets and the property tests check that it
+    /// does).
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
     /// The value of `name`; a parameter without a value counts as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
@@ -242,6 +250,86 @@ mod tests {
         ] {
             h.insert(CONTENT_TYPE, HeaderValue::from_static(bad));
             assert!(check_content_type(&h).is_err(), "{bad}");
+        }
+    }
+
+    // Short versions of the `token_form` fuzz target (`fuzz/`).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pairs(form: &Form) -> Vec<(String, String)> {
+            form.pairs()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        }
+
+        fn encode(pairs: &[(String, String)]) -> String {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                s.append_pair(k, v);
+            }
+            s.finish()
+        }
+
+        /// Bodies made of the characters that matter to the parser.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    4 => prop::sample::select(b"ab=&+%".to_vec()),
+                    2 => prop::sample::select(b"0123456789abcdefABCDEFgz".to_vec()),
+                    1 => any::<u8>(),
+                ],
+                0..40,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any set of distinct names with any values survives
+            /// encoding and parsing unchanged.
+            #[test]
+            fn encoded_pairs_round_trip(
+                map in prop::collection::btree_map(".{0,8}", ".{0,8}", 0..6),
+            ) {
+                let sent: Vec<(String, String)> = map.into_iter().collect();
+                let form = Form::parse(encode(&sent).as_bytes());
+                prop_assert!(form.is_ok(), "{:?}", sent);
+                prop_assert_eq!(pairs(&form.unwrap()), sent);
+            }
+
+            /// A name given twice is refused, whatever the values.
+            #[test]
+            fn repeated_names_are_refused(
+                name in ".{0,6}", a in ".{0,6}", b in ".{0,6}", other in "[a-z]{1,4}",
+            ) {
+                let body = encode(&[
+                    (name.clone(), a),
+                    (format!("{name}{other}"), String::new()),
+                    (name, b),
+                ]);
+                prop_assert!(Form::parse(body.as_bytes()).is_err(), "{}", body);
+            }
+
+            /// Whatever is accepted re-encodes to the same pairs, with
+            /// unique names, and agrees with the WHATWG parser.
+            #[test]
+            fn accepted_forms_round_trip(body in body()) {
+                if let Ok(form) = Form::parse(&body) {
+                    let got = pairs(&form);
+                    let whatwg: Vec<(String, String)> = form_urlencoded::parse(&body)
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    prop_assert_eq!(&got, &whatwg);
+                    for (i, (k, _)) in got.iter().enumerate() {
+                        prop_assert!(got[..i].iter().all(|(p, _)| p != k));
+                    }
+                    let again = Form::parse(encode(&got).as_bytes());
+                    prop_assert!(again.is_ok());
+                    prop_assert_eq!(pairs(&again.unwrap()), got);
+                }
+            }
         }
     }
 

@@ -168,6 +168,55 @@ mod tests {
         ));
     }
 
+    // Short versions of the `bearer` fuzz target (`fuzz/`).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// RFC 6750 §2.1, spelled out again.
+        fn b64token(t: &str) -> bool {
+            let body = t.trim_end_matches('=');
+            !body.is_empty()
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+        }
+
+        proptest! {
+            #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+            /// Every b64token is accepted, as sent, whatever the case of
+            /// the scheme.
+            #[test]
+            fn b64tokens_are_accepted(
+                scheme in "[bB][eE][aA][rR][eE][rR]",
+                token in "[A-Za-z0-9._~+/-]{1,60}={0,3}",
+            ) {
+                let value = format!("{scheme} {token}");
+                prop_assert_eq!(creds(&[value.as_bytes()], None), Ok(Some(token)));
+            }
+
+            /// Whatever header is accepted carries exactly `Bearer `
+            /// and a b64token; a Bearer header that is not that is an
+            /// error.
+            #[test]
+            fn only_b64tokens_are_accepted(value in "([bB]earer|Basic|)[ \t]{0,2}[A-Za-z0-9=+/ ,\t\x22~é-]{0,12}") {
+                let r = creds(&[value.as_bytes()], None);
+                let scheme_end = value.find([' ', '\t']).unwrap_or(value.len());
+                let bearer = value[..scheme_end].eq_ignore_ascii_case("bearer");
+                match r {
+                    Ok(Some(t)) => {
+                        prop_assert!(b64token(&t), "{:?}", t);
+                        prop_assert_eq!(&value[..scheme_end + 1].to_ascii_lowercase(), "bearer ");
+                        prop_assert_eq!(&value[scheme_end + 1..], t.as_str());
+                    }
+                    Ok(None) => prop_assert!(!bearer, "{:?}", value),
+                    Err(_) => prop_assert!(bearer, "{:?}", value),
+                }
+            }
+        }
+    }
+
     #[test]
     fn query_tokens_are_refused() {
         for q in ["access_token=x", "a=1&access_token=", "access%5Ftoken=x"] {

@@ -457,3 +457,111 @@ fn order_dependent_tie_is_first_in_configuration() {
     assert_eq!(answer(&t1, None, &Method::POST, "/t"), "b");
     assert_eq!(answer(&t2, None, &Method::POST, "/t"), "b");
 }
+
+// ---------------------------------------------------------------------
+// Property (a short version of the `path_route` fuzz target in `fuzz/`):
+// raw path -> normalize -> route -> forwarded path. No normalized path
+// escapes the prefix it matched, and the route is the one the path really
+// names deserves.
+
+/// What a raw path really names, decided without the normalizer: each
+/// segment fully percent-decoded, `.`/empty dropped, `..` pops (`None`
+/// above the root or when a segment is not UTF-8).
+fn real_segments(raw: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for seg in raw.split('/').skip(1) {
+        let seg = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            _ => out.push(seg),
+        }
+    }
+    Some(out)
+}
+
+fn prefix_segments(p: &str) -> Vec<String> {
+    p.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn escape_table() -> RouteTable {
+    RouteTable::new(vec![
+        rc("api", "/api"),
+        rc("apix", "/apix"),
+        base(rc("orders", "/api/orders"), "/base", true),
+        base(rc("admin", "/api/orders/admin"), "/internal", true),
+        base(rc("public", "/public"), "/static", false),
+    ])
+}
+
+fn raw_path() -> impl Strategy<Value = String> {
+    let seg = prop::sample::select(vec![
+        "api",
+        "apix",
+        "orders",
+        "admin",
+        "public",
+        "x",
+        "%61pi",
+        "ap%69",
+        "%41pi",
+        ".",
+        "..",
+        "%2e",
+        "%2E%2e",
+        ".%2e",
+        "",
+        "%2f",
+        "%5c",
+        "%252e%252e",
+        "a%3Ab",
+        "%00",
+        ";",
+        "é",
+    ]);
+    (prop::collection::vec(seg, 0..8), any::<bool>())
+        .prop_map(|(segs, slash)| format!("/{}{}", segs.join("/"), if slash { "/" } else { "" }))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn normalized_paths_stay_under_their_route(raw in raw_path()) {
+        use crate::gateway::normalize::normalize_path;
+        let t = escape_table();
+        let real = real_segments(&raw);
+        let Ok(out) = normalize_path(&raw) else { return Ok(()) };
+        let real = real.expect("an accepted path names something real");
+        prop_assert!(!out.contains("//") && !out.contains("/./") && !out.contains("/../"));
+        prop_assert!(!out.to_ascii_uppercase().contains("%2F") && !out.contains('\0'));
+        let twice = normalize_path(&out);
+        prop_assert_eq!(twice.as_deref(), Ok(&*out), "idempotent");
+        let deserved = t
+            .routes()
+            .iter()
+            .filter(|r| real.starts_with(&prefix_segments(&r.config.path)))
+            .max_by_key(|r| r.config.path.len())
+            .map(|r| r.config.name.as_str());
+        match t.find(None, &Method::GET, &out) {
+            RouteMatch::Found(r) => {
+                prop_assert_eq!(Some(r.config.name.as_str()), deserved, "{} -> {}", raw, out);
+                let prefix = prefix_segments(&r.config.path);
+                let fwd = forwarded_path(r, &out);
+                let mut expected = prefix_segments(&r.config.upstream.base_path);
+                let kept = if r.config.strip_prefix { &real[prefix.len()..] } else { &real[..] };
+                expected.extend(kept.iter().cloned());
+                prop_assert_eq!(real_segments(&fwd), Some(expected), "{} -> {}", raw, fwd);
+            }
+            other => prop_assert!(deserved.is_none(), "{} -> {} -> {:?}", raw, out, other),
+        }
+    }
+}

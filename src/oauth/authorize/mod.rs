@@ -77,7 +77,7 @@ impl Settings {
 
 /// The authorization request's parameters, in the order the anti-CSRF MAC
 /// frames them; the form carries them back as hidden fields.
-const PARAMS: [&str; 7] = [
+pub const PARAMS: [&str; 7] = [
     "client_id",
     "redirect_uri",
     "response_type",
@@ -147,14 +147,16 @@ async fn resolve(
 }
 
 /// A validated request (step 3).
-struct Valid {
+pub struct Valid {
     /// `None`: no `scope` parameter.
-    scopes: Option<Vec<String>>,
-    code_challenge: String,
+    pub scopes: Option<Vec<String>>,
+    pub code_challenge: String,
 }
 
-/// Step 3: `Err((error, error_description))` to redirect with.
-fn validate(client: &Registered, params: &Form) -> Result<Valid, (&'static str, &'static str)> {
+/// Step 3, for a request whose client and redirect URI are settled:
+/// `Err((error, error_description))` to redirect with. Public so that the
+/// login form can be fuzzed without a database.
+pub fn validate(client: &Registered, params: &Form) -> Result<Valid, (&'static str, &'static str)> {
     match params.get("response_type") {
         None => return Err(("invalid_request", "response_type is missing")),
         Some("code") => {}
@@ -170,6 +172,20 @@ fn validate(client: &Registered, params: &Form) -> Result<Valid, (&'static str, 
         .is_some_and(|s| s.len() > MAX_STATE_BYTES)
     {
         return Err(("invalid_request", "state is longer than 1024 bytes"));
+    }
+    // `state = 1*VSCHAR` (RFC 6749 Appendix A.5). Beyond the grammar, a
+    // line break or a NUL cannot survive the login form: browsers turn
+    // every line break in a posted field into CR LF and a NUL in an
+    // attribute into U+FFFD, so the posted request would differ from the
+    // one the anti-CSRF token was minted for, and no sign-in could succeed.
+    if params
+        .get("state")
+        .is_some_and(|s| !s.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+    {
+        return Err((
+            "invalid_request",
+            "state must be printable ASCII (RFC 6749 Appendix A.5)",
+        ));
     }
     let Some(challenge) = params.get("code_challenge") else {
         return Err((
@@ -226,9 +242,24 @@ fn redirect_error(
     found(&with_params(redirect_uri, &params))
 }
 
-/// The raw request parameters, in [`PARAMS`] order.
-fn raw_params(params: &Form) -> [&str; 7] {
+/// The raw request parameters, in [`PARAMS`] order (`""` when absent):
+/// what the anti-CSRF token is bound to.
+pub fn raw_params(params: &Form) -> [&str; 7] {
     PARAMS.map(|name| params.get(name).unwrap_or(""))
+}
+
+/// The login form's hidden fields: the request's non-empty parameters
+/// (`raw`, in [`PARAMS`] order), then the anti-CSRF `token`. Posted back,
+/// they must give the same [`raw_params`], or the token cannot verify.
+pub fn hidden_fields<'a>(raw: &[&'a str; 7], token: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut hidden: Vec<(&str, &str)> = PARAMS
+        .iter()
+        .zip(raw)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    hidden.push(("csrf", token));
+    hidden
 }
 
 /// A request the login page is shown for.
@@ -256,13 +287,7 @@ fn login_page(
     } = *shown;
     let raw = raw_params(params);
     let token = oauth.authorize.csrf.token(unix_now(), nonce, &raw);
-    let mut hidden: Vec<(&str, &str)> = PARAMS
-        .iter()
-        .zip(raw)
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (*k, v))
-        .collect();
-    hidden.push(("csrf", &token));
+    let hidden = hidden_fields(&raw, &token);
     let html = page::login(&page::Login {
         client_name: &client.name,
         scopes: valid.scopes.as_deref(),
@@ -403,3 +428,6 @@ async fn submit(
     params.push(("iss", &oauth.authorize.issuer));
     found(&with_params(&redirect_uri, &params))
 }
+
+#[cfg(test)]
+mod tests;

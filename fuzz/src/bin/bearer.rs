@@ -1,0 +1,6 @@
+//! AFL++ entry point for [`scopegate_fuzz::bearer`]: see that module for
+//! the input format and the properties checked.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| scopegate_fuzz::bearer::check(data));
+}
