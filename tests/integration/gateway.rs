@@ -726,3 +726,23 @@ async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_length"], 5);
 }
+
+/// A token in a proxied form body is not a credential (RFC 6750 §2.2 is
+/// optional and scopegate does not offer it): 401 with the bare
+/// challenge, as with no credentials at all.
+#[tokio::test]
+async fn a_token_in_a_form_body_is_not_a_credential() {
+    let app = app().await;
+    let t = insert_token(&app.db, "u", &["api"], 3600).await;
+    let body = format!("access_token={t}");
+    let request = format!(
+        "POST /api/x HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let r = raw(app.addr, request.as_bytes()).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+    // The same token as a Bearer header is accepted (it is a valid one).
+    assert_eq!(raw_get(app.addr, "/api/x", &bearer(&t)).await.status, 200);
+}
