@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
     };
     let identity = rt.block_on(validator.validate(&token, LOCAL)).unwrap();
     g.bench_function("authorize", |b| {
-        b.iter(|| black_box(authorize(black_box(&identity.scope), &route.config.access)))
+        b.iter(|| black_box(authorize(black_box(identity.scope()), &route.config.access)))
     });
     g.bench_function("all_phases", |b| {
         b.to_async(&rt).iter(|| async {
@@ -113,7 +113,7 @@ fn bench(c: &mut Criterion) {
                 unreachable!()
             };
             let id = validator.validate(black_box(&token), LOCAL).await.unwrap();
-            black_box(authorize(&id.scope, &r.config.access))
+            black_box(authorize(id.scope(), &r.config.access))
         })
     });
     g.finish();

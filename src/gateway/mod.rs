@@ -292,7 +292,7 @@ pub fn authorize(identity: Option<&Identity>, route: &Route) -> Result<(), Rejec
         // Only a public route lets an anonymous request this far.
         return Ok(());
     };
-    match authorize::authorize(&id.scope, &route.config.access) {
+    match authorize::authorize(id.scope(), &route.config.access) {
         Decision::Allow => Ok(()),
         Decision::InsufficientScope => Err(Rejection::InsufficientScope {
             scope: route.required_scope.clone(),

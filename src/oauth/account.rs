@@ -43,7 +43,7 @@ pub async fn userinfo(
         .await?
         .ok_or(Rejection::InvalidToken)?;
     let mut body = serde_json::to_value(&account).map_err(|_| Rejection::Internal)?;
-    body["scope"] = serde_json::Value::from(&*caller.scope);
+    body["scope"] = serde_json::Value::from(caller.scope());
     Ok(json(&body))
 }
 
@@ -66,7 +66,7 @@ pub async fn change_password(
         )
     })?;
 
-    let attempt = oauth.begin_attempt(Some(&caller.username), client).await?;
+    let attempt = oauth.begin_attempt(Some(caller.username()), client).await?;
     if current.len() > MAX_PASSWORD_BYTES {
         return Err(oauth.wrong_password(attempt, WRONG_CURRENT));
     }

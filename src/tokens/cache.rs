@@ -59,13 +59,12 @@ use crate::db::{unix_now, DbError};
 pub struct Identity {
     pub token_id: i64,
     pub account_id: i32,
-    pub username: Box<str>,
-    /// Granted scopes, sorted, space-separated (RFC 6749 §3.3 form).
-    pub scope: Box<str>,
     /// UNIX seconds.
     pub expires: i64,
     pub issued: i64,
-    /// Precomputed `X-Authenticated-*` values.
+    /// Precomputed `X-Authenticated-*` values, and the one copy of the
+    /// username and of the granted scopes (sorted, space-separated, the
+    /// RFC 6749 §3.3 form): see [`Identity::username`], [`Identity::scope`].
     pub user_header: HeaderValue,
     pub account_id_header: HeaderValue,
     pub scope_header: HeaderValue,
@@ -75,9 +74,19 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The account's username.
+    pub fn username(&self) -> &str {
+        text(&self.user_header)
+    }
+
+    /// The granted scopes, sorted, space-separated.
+    pub fn scope(&self) -> &str {
+        text(&self.scope_header)
+    }
+
     /// The granted scopes, one by one.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.split(' ').filter(|s| !s.is_empty())
+        self.scope().split(' ').filter(|s| !s.is_empty())
     }
 
     /// The `client_id` the token was issued through.
@@ -98,12 +107,16 @@ impl Identity {
             account_id_header: HeaderValue::from(r.account_id),
             scope_header: HeaderValue::from_str(&scope).ok()?,
             client_header,
-            username: r.username.clone().into_boxed_str(),
-            scope: scope.into_boxed_str(),
             expires: r.expires,
             issued: r.created,
         })
     }
+}
+
+/// The text of a header value made from a `&str` (so it is UTF-8; a value
+/// that were not would read as empty, never as something else).
+fn text(v: &HeaderValue) -> &str {
+    std::str::from_utf8(v.as_bytes()).unwrap_or_default()
 }
 
 #[derive(Clone, Debug)]
