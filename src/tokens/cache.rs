@@ -372,7 +372,7 @@ impl Validator {
                     return Ok(e.identity.clone());
                 }
                 self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
-                self.recheck(key, now).await
+                self.recheck(key, &e, now).await
             }
             Entry::Invalid => {
                 if filled {
@@ -444,15 +444,25 @@ impl Validator {
     }
 
     /// A stale hit: re-confirm with the database, once per key at a time.
-    async fn recheck(&self, key: TokenHash, seen_at: Instant) -> Result<Arc<Identity>, TokenError> {
+    ///
+    /// `seen` is the entry the caller found too old to trust, at `seen_at`.
+    async fn recheck(
+        &self,
+        key: TokenHash,
+        seen: &Arc<ValidEntry>,
+        seen_at: Instant,
+    ) -> Result<Arc<Identity>, TokenError> {
         let outcome = self
             .cache
             .entry(key)
             .and_try_compute_with(|current| async move {
                 match current.map(|c| c.into_value()) {
-                    // A predecessor in the queue asked the database after we
-                    // looked: take its answer (success or failure) as is.
-                    Some(Entry::Valid(e)) if e.checked >= seen_at => Ok(Op::Nop),
+                    // A predecessor in the queue replaced the entry we saw,
+                    // or asked the database after we looked: take its
+                    // answer (success or failure) as is.
+                    Some(Entry::Valid(e)) if !Arc::ptr_eq(&e, seen) || e.checked >= seen_at => {
+                        Ok(Op::Nop)
+                    }
                     Some(Entry::Invalid) => Ok(Op::Nop),
                     None => self.lookup(&key).await.map(Op::Put).map_err(Arc::new),
                     Some(Entry::Valid(e)) => match self.lookup(&key).await {
@@ -485,8 +495,10 @@ impl Validator {
                 if now >= e.expires_at {
                     return Err(TokenError::Invalid);
                 }
-                if e.confirmed >= seen_at {
-                    // Confirmed by the database while we waited.
+                if e.confirmed >= seen_at || (!Arc::ptr_eq(&e, seen) && self.trusts(&e, &key, now))
+                {
+                    // Confirmed by the database while we waited (by us or
+                    // by a predecessor whose answer the usual rules trust).
                     Ok(e.identity.clone())
                 } else if now.duration_since(e.confirmed) < self.outage_grace
                     && !self.known_revoked(&e, &key)
