@@ -387,14 +387,11 @@ impl Validator {
 
     /// May a cached valid answer be used as is?
     fn trusts(&self, e: &ValidEntry, key: &TokenHash, now: Instant) -> bool {
-        let since = e.epoch.load(Ordering::SeqCst);
-        if since != self.revocations.epoch() {
-            match self.revocations.check(since, key, e.identity.account_id) {
-                Verdict::Stands(epoch) => {
-                    e.epoch.fetch_max(epoch, Ordering::SeqCst);
-                }
-                Verdict::Recheck | Verdict::Revoked => return false,
+        match self.verdict(e, key) {
+            Verdict::Stands(epoch) => {
+                e.epoch.fetch_max(epoch, Ordering::SeqCst);
             }
+            Verdict::Recheck | Verdict::Revoked => return false,
         }
         self.listener_live() || now.duration_since(e.confirmed) < self.max_staleness
     }
@@ -518,8 +515,12 @@ impl Validator {
     /// Is a revocation of this token or its account known since the entry
     /// was confirmed? (Losing the listener is not one.)
     fn known_revoked(&self, e: &ValidEntry, key: &TokenHash) -> bool {
+        self.verdict(e, key) == Verdict::Revoked
+    }
+
+    /// What the revocations since `e` was good say of it.
+    fn verdict(&self, e: &ValidEntry, key: &TokenHash) -> Verdict {
         let since = e.epoch.load(Ordering::SeqCst);
-        since != self.revocations.epoch()
-            && self.revocations.check(since, key, e.identity.account_id) == Verdict::Revoked
+        self.revocations.check(since, key, e.identity.account_id)
     }
 }
