@@ -13,7 +13,7 @@ use scopegate::config::Secret;
 use scopegate::db::{connect_dedicated, DbTls};
 use scopegate::testing::{server_tls, ServerTls, TestDb};
 
-use crate::support::{insert_token, spawn_app_via, Serve};
+use crate::support::{insert_token, spawn_app_via, Serve, API_ROUTE};
 
 /// The harness's TLS, or `None` (and a line saying why) when the tests
 /// run against an external server whose TLS is not the harness's.
@@ -247,14 +247,6 @@ async fn a_dedicated_connection_uses_the_same_tls_and_receives_notifications() {
     assert!(err.contains("invalid peer certificate"), "{err}");
 }
 
-const ROUTES: &str = r#"
-[[routes]]
-name = "api"
-path = "/api"
-upstream = "UPSTREAM"
-scopes = ["api"]
-"#;
-
 #[tokio::test]
 async fn the_gateway_runs_over_verify_full() {
     let db = TestDb::new().await;
@@ -269,7 +261,7 @@ async fn the_gateway_runs_over_verify_full() {
         ),
     );
     let token = insert_token(&db, "alice", &["api"], 3600).await;
-    let app = spawn_app_via(ROUTES, db, url).await;
+    let app = spawn_app_via(API_ROUTE, db, url).await;
     let res = crate::support::http()
         .get(app.url("/api/x"))
         .bearer_auth(&token)
@@ -298,7 +290,7 @@ async fn serve_runs_over_verify_full() {
     );
     let upstream = crate::support::echo().await;
     let token = insert_token(&db, "alice", &["api"], 3600).await;
-    let routes = ROUTES.replace("UPSTREAM", &format!("http://{}", upstream.addr));
+    let routes = API_ROUTE.replace("UPSTREAM", &format!("http://{}", upstream.addr));
     let gw = Serve::start_on(&url, &routes);
     let res = crate::support::http()
         .get(format!("http://{}/api/x", gw.addr))

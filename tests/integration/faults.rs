@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use scopegate::testing::{FaultProxy, TestDb};
 
 use crate::oauth::{login, new_account, CONFIG};
-use crate::support::{bearer, insert_token, raw_get, spawn_app, spawn_app_via, MARGIN};
-
-const ROUTE: &str = r#"
-[[routes]]
-name = "api"
-path = "/api"
-upstream = "UPSTREAM"
-scopes = ["api"]
-"#;
+use crate::support::{bearer, insert_token, raw_get, spawn_app, spawn_app_via, API_ROUTE, MARGIN};
 
 /// Postgres down at startup: `serve` retries for the configured patience,
 /// then exits 1 with one line naming the server (never serving "allow").
@@ -63,7 +55,7 @@ fn serve_without_a_database_names_it_and_exits_1() {
 /// passing; when connections free up, it works again.
 #[tokio::test]
 async fn an_exhausted_pool_is_a_fast_503_and_cached_tokens_pass() {
-    let app = spawn_app(&format!("[database]\npool_size = 2\n{ROUTE}")).await;
+    let app = spawn_app(&format!("[database]\npool_size = 2\n{API_ROUTE}")).await;
     let cached = insert_token(&app.db, "u", &["api"], 3600).await;
     let cold = insert_token(&app.db, "u", &["api"], 3600).await;
     assert_eq!(
@@ -154,7 +146,7 @@ async fn refreshes_cut_off_mid_rotation_leave_one_live_token_or_none() {
 /// re-checked make one database query, not one each.
 #[tokio::test]
 async fn a_stampede_of_rechecks_makes_one_query() {
-    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 1\n{ROUTE}")).await;
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 1\n{API_ROUTE}")).await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
     // As if the listener were lost: entries marked, staleness applies.
@@ -237,7 +229,7 @@ impl Drop for KillOnDrop {
 #[tokio::test]
 async fn a_login_storm_never_starves_proxied_requests() {
     let app = spawn_app(&format!(
-        "[login]\nhash_concurrency = 1\nmax_failures = 100000\nmax_failures_per_ip = 100000\n{ROUTE}"
+        "[login]\nhash_concurrency = 1\nmax_failures = 100000\nmax_failures_per_ip = 100000\n{API_ROUTE}"
     ))
     .await;
     new_account(&app, "sam", "pw", &["api"], &[]).await;

@@ -12,16 +12,8 @@ use scopegate::testing::{FaultProxy, TestDb};
 
 use crate::support::{
     bearer, insert_token, raw_get, revoke_in_db, revoke_in_db_unannounced, spawn_app,
-    spawn_app_via, statement_calls_settled, TestApp, MARGIN, TOKEN_LOOKUP,
+    spawn_app_via, statement_calls_settled, TestApp, API_ROUTE, MARGIN, TOKEN_LOOKUP,
 };
-
-const ROUTE: &str = r#"
-[[routes]]
-name = "api"
-path = "/api"
-upstream = "UPSTREAM"
-scopes = ["api"]
-"#;
 
 /// Poll `f` until it returns true or `limit` passes; the time it took.
 async fn within<F, Fut>(limit: Duration, mut f: F) -> Option<Duration>
@@ -43,7 +35,7 @@ where
 async fn a_revoked_token_is_rejected_within_max_staleness() {
     let staleness = Duration::from_secs(1);
     let app = spawn_app(&format!(
-        "[cache]\nmax_staleness_secs = {}\n{ROUTE}",
+        "[cache]\nmax_staleness_secs = {}\n{API_ROUTE}",
         staleness.as_secs()
     ))
     .await;
@@ -59,7 +51,7 @@ async fn a_revoked_token_is_rejected_within_max_staleness() {
 
 #[tokio::test]
 async fn local_invalidation_takes_effect_at_once() {
-    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{ROUTE}")).await;
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{API_ROUTE}")).await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
     revoke_in_db_unannounced(&app.db, &t).await;
@@ -75,7 +67,7 @@ async fn local_invalidation_takes_effect_at_once() {
 
 #[tokio::test]
 async fn an_expired_token_is_never_served_from_cache() {
-    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{ROUTE}")).await;
+    let app = spawn_app(&format!("[cache]\nmax_staleness_secs = 300\n{API_ROUTE}")).await;
     // `expires` is whole UNIX seconds: a 2 s TTL leaves at least 1 s of
     // validity for the first request, whenever in the second it starts.
     let t = insert_token(&app.db, "u", &["api"], 2).await;
@@ -93,7 +85,7 @@ async fn app_behind_proxy(cache: &str) -> (TestApp, FaultProxy) {
     let proxy = FaultProxy::to_db(&db).await;
     let url = db.url_via(&proxy);
     (
-        spawn_app_via(&format!("{cache}\n{ROUTE}"), db, url).await,
+        spawn_app_via(&format!("{cache}\n{API_ROUTE}"), db, url).await,
         proxy,
     )
 }
@@ -171,7 +163,7 @@ async fn database_outage_grace_then_503_then_recovery() {
 /// database).
 #[tokio::test]
 async fn a_thousand_concurrent_first_requests_make_one_lookup() {
-    let app = spawn_app(ROUTE).await;
+    let app = spawn_app(API_ROUTE).await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     let before = app.state.tokens.db_lookups();
     let executed = statement_calls_settled(&app.db, TOKEN_LOOKUP).await;
@@ -215,7 +207,7 @@ async fn send_on(mut s: tokio::net::TcpStream, token: &str) -> u16 {
 async fn an_unknown_token_is_remembered_for_negative_ttl_then_asked_again() {
     let negative_ttl = Duration::from_secs(1);
     let app = spawn_app(&format!(
-        "[cache]\nnegative_ttl_secs = {}\n{ROUTE}",
+        "[cache]\nnegative_ttl_secs = {}\n{API_ROUTE}",
         negative_ttl.as_secs()
     ))
     .await;
@@ -264,7 +256,7 @@ async fn token_spraying_is_bounded_by_max_entries() {
     let app = spawn_app(&format!(
         // As many connections as lookups in flight: no lookup waits for the
         // pool, whose wait is bounded (1 s) however loaded the machine is.
-        "[database]\npool_size = 64\n[cache]\nmax_entries = 1000\nnegative_ttl_secs = 60\ndb_deadline_ms = 5000\n{ROUTE}"
+        "[database]\npool_size = 64\n[cache]\nmax_entries = 1000\nnegative_ttl_secs = 60\ndb_deadline_ms = 5000\n{API_ROUTE}"
     ))
     .await;
     let good = insert_token(&app.db, "u", &["api"], 3600).await;

@@ -50,6 +50,16 @@ pub fn config(toml: &str, upstream: SocketAddr, db: &TestDb) -> Config {
     c
 }
 
+/// One route, `/api` to the `UPSTREAM` placeholder, requiring the scope
+/// `api`: what the cache and fault tests put a token through.
+pub const API_ROUTE: &str = r#"
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+"#;
+
 /// Start the gateway on a fresh database with the given config text.
 pub async fn spawn_app(toml: &str) -> TestApp {
     let db = TestDb::new().await;
