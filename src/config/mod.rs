@@ -209,6 +209,10 @@ pub struct Upstream {
     pub authority: Authority,
     /// Path prefix prepended to forwarded paths; empty or `/x/y` (no trailing `/`).
     pub base_path: String,
+    /// The `Host` the upstream is sent: its host, and its port unless it
+    /// is the scheme's default (what an HTTP client derives from the URL),
+    /// made once here instead of on every request.
+    pub host: http::HeaderValue,
 }
 
 #[derive(Debug, Clone)]

@@ -458,10 +458,17 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     if base.contains("//") || base.contains('%') || base.split('/').any(|x| x == "." || x == "..") {
         return Err(format!("{s:?}: the upstream path must be plain"));
     }
+    let host = match authority.port_u16() {
+        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    let host = http::HeaderValue::from_str(&host)
+        .map_err(|_| format!("{s:?}: the host cannot be a Host header"))?;
     Ok(Upstream {
         scheme,
         authority,
         base_path: base.to_owned(),
+        host,
     })
 }
 

@@ -2,19 +2,7 @@
 //! a pooled hyper-util client, stream both bodies, and hand WebSocket
 //! upgrades over to a bidirectional copy.
 //!
-//! Header policy (`docs/http.md`, "Forwarding headers"; RFC 9110 §7.6.1):
-//! - hop-by-hop headers (RFC 9110 §7.6.1) and every header named in
-//!   `Connection`/`Proxy-Connection` are removed first;
-//! - identity and forwarding headers a client could spoof are removed next,
-//!   in every spelling (`X-Authenticated-*`, `X-Forwarded-*`, `Forwarded`,
-//!   `X-Real-IP`, and their `_` variants);
-//! - only then are the gateway's own values set, so nothing a client sends
-//!   (not even `Connection: X-Authenticated-Scope`) can remove or replace them;
-//! - `Authorization` is dropped unless the route sets `forward_authorization`;
-//! - `Host` becomes the upstream's authority (nginx's default); the client's
-//!   host travels in `X-Forwarded-Host` and `Forwarded`;
-//! - HTTP/2 cookie crumbs (several `cookie` fields) are joined into one
-//!   `Cookie` with `"; "` (RFC 9113 §8.2.3), as an HTTP/1.1 upstream expects.
+//! The header policy is [`super::headers`].
 //!
 //! Errors are told apart by whose they are: the client's request body
 //! (bad chunked framing, a reset, over `max_body_bytes`) is 400 or 413 and
@@ -26,32 +14,24 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::headers::{self, strip_headers, Message};
 use super::route::Route;
 use super::{tunnel, Limits};
 use crate::body::Body;
 use crate::error::Rejection;
 use crate::metrics::UpstreamError;
-use crate::request::{RequestCtx, X_REQUEST_ID};
+use crate::request::RequestCtx;
 use crate::server::Conn;
 
 pub type UpstreamClient = Client<HttpConnector, Body>;
-
-static X_AUTH_USER: HeaderName = HeaderName::from_static("x-authenticated-user");
-static X_AUTH_ACCOUNT: HeaderName = HeaderName::from_static("x-authenticated-account-id");
-static X_AUTH_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
-static X_AUTH_CLIENT: HeaderName = HeaderName::from_static("x-authenticated-client");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// The pooled upstream client (keep-alive connections per upstream).
 /// Generic over the request body so the load harness's bare reference
@@ -74,96 +54,6 @@ where
         .build(http)
 }
 
-/// `X-Forwarded-For` and the `for=...;proto=http` part of `Forwarded` for
-/// a client address. Formatting an address costs more than the rest of
-/// the header rewrite, and consecutive requests on a proxy thread mostly
-/// come from the same client (keep-alive), so each thread remembers the
-/// last one.
-fn peer_values(ip: std::net::IpAddr) -> (HeaderValue, std::rc::Rc<str>) {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue, std::rc::Rc<str>)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    LAST.with(|cell| {
-        let mut last = cell.borrow_mut();
-        if let Some((cached, xff, fwd)) = last.as_ref() {
-            if *cached == ip {
-                return (xff.clone(), fwd.clone());
-            }
-        }
-        let text = ip.to_string();
-        let xff =
-            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let fwd: std::rc::Rc<str> = if ip.is_ipv6() {
-            format!("for=\"[{text}]\";proto=http").into()
-        } else {
-            format!("for={text};proto=http").into()
-        };
-        *last = Some((ip, xff.clone(), fwd.clone()));
-        (xff, fwd)
-    })
-}
-
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Would a client-sent header of this name impersonate the gateway?
-fn spoofable(name: &str) -> bool {
-    let starts = |p: &str| {
-        name.len() >= p.len()
-            && name.as_bytes()[..p.len()]
-                .iter()
-                .zip(p.as_bytes())
-                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
-    };
-    starts("x-authenticated-")
-        || starts("x-forwarded-")
-        || name == "forwarded"
-        || starts("x-real-ip")
-}
-
-/// Remove hop-by-hop headers, the headers `Connection` names, and (for
-/// requests) everything spoofable. Allocates only when something must go.
-pub fn strip_headers(h: &mut HeaderMap, request: bool) {
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for conn in [
-        header::CONNECTION,
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        for v in h.get_all(&conn) {
-            if let Ok(s) = v.to_str() {
-                for token in s.split(',') {
-                    if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                        doomed.push(name);
-                    }
-                }
-            }
-        }
-    }
-    if request {
-        for name in h.keys() {
-            if spoofable(name.as_str()) {
-                doomed.push(name.clone());
-            }
-        }
-    }
-    for name in doomed {
-        h.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        h.remove(name);
-    }
-}
-
 fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req
@@ -178,46 +68,6 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Set the gateway's own forwarding and identity headers.
-fn set_gateway_headers(h: &mut HeaderMap, ctx: &RequestCtx<'_>, client_host: Option<HeaderValue>) {
-    let (xff, for_part) = peer_values(ctx.client);
-    // Behind a trusted proxy its chain is extended with the peer;
-    // otherwise whatever the client claimed was removed and the client
-    // address stands alone.
-    let xff =
-        super::forwarded::extended_chain(ctx.forwarded_for.as_ref(), ctx.peer.ip()).unwrap_or(xff);
-    h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let mut forwarded = String::with_capacity(for_part.len() + 64);
-    forwarded.push_str(&for_part);
-    if let Some(host) = &client_host {
-        if let Ok(hs) = host.to_str() {
-            // Only a plain host[:port] goes into the quoted-string.
-            if hs
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-            {
-                forwarded.push_str(";host=\"");
-                forwarded.push_str(hs);
-                forwarded.push('"');
-            }
-        }
-        h.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        h.insert(FORWARDED.clone(), v);
-    }
-    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    if let Some(id) = &ctx.identity {
-        h.insert(X_AUTH_USER.clone(), id.user_header.clone());
-        h.insert(X_AUTH_ACCOUNT.clone(), id.account_id_header.clone());
-        h.insert(X_AUTH_SCOPE.clone(), id.scope_header.clone());
-        if let Some(client) = &id.client_header {
-            h.insert(X_AUTH_CLIENT.clone(), client.clone());
-        }
-    }
 }
 
 fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
@@ -300,25 +150,6 @@ fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e
     None
 }
 
-/// Join HTTP/2 cookie crumbs into one field (RFC 9113 §8.2.3). Allocates
-/// only when there is more than one.
-fn join_cookies(h: &mut HeaderMap) {
-    let mut crumbs = h.get_all(header::COOKIE).iter();
-    if crumbs.next().is_none() || crumbs.next().is_none() {
-        return;
-    }
-    let mut joined = Vec::new();
-    for (i, crumb) in h.get_all(header::COOKIE).iter().enumerate() {
-        if i > 0 {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        h.insert(header::COOKIE, v);
-    }
-}
-
 /// The forward phase: send `req` to `route`'s upstream at `path` (the
 /// normalized path as the upstream should see it: prefix stripped, base
 /// path prepended) and return the upstream's response, streaming.
@@ -342,16 +173,7 @@ pub async fn forward(
     });
     let uri = upstream_uri(route, path, req.uri().query())?;
     let (mut parts, body) = req.into_parts();
-    strip_headers(&mut parts.headers, true);
-    // Framing is re-derived by hyper from the body actually sent (its
-    // exact size or chunked), never copied from the client.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if !route.config.forward_authorization {
-        parts.headers.remove(header::AUTHORIZATION);
-    }
-    join_cookies(&mut parts.headers);
-    set_gateway_headers(&mut parts.headers, ctx, client_host);
-    parts.headers.remove(header::HOST);
+    headers::rewrite_request(&mut parts.headers, ctx, route, client_host.as_ref());
     if websocket {
         parts
             .headers
@@ -415,7 +237,7 @@ pub async fn forward(
         });
         let (mut parts, _) = res.into_parts();
         let upgrade = parts.headers.get(header::UPGRADE).cloned();
-        strip_headers(&mut parts.headers, false);
+        strip_headers(&mut parts.headers, Message::Response);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -426,71 +248,10 @@ pub async fn forward(
     }
 
     let (mut parts, body) = res.into_parts();
-    strip_headers(&mut parts.headers, false);
+    strip_headers(&mut parts.headers, Message::Response);
     Ok(Response::from_parts(
         parts,
         body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
             .boxed_unsync(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spoofable_names() {
-        for n in [
-            "x-authenticated-user",
-            "x-authenticated-scope",
-            "x_authenticated_user",
-            "x-forwarded-for",
-            "x-forwarded-user",
-            "forwarded",
-            "x-real-ip",
-        ] {
-            assert!(spoofable(n), "{n}");
-        }
-        for n in [
-            "x-request-id",
-            "authorization",
-            "x-authenticatedx",
-            "content-type",
-        ] {
-            assert!(!spoofable(n), "{n}");
-        }
-    }
-
-    #[test]
-    fn connection_named_headers_and_hop_by_hop_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, X-Foo, x-authenticated-scope"),
-        );
-        h.insert("x-foo", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("proxy-connection", HeaderValue::from_static("x-bar"));
-        h.insert("x-bar", HeaderValue::from_static("1"));
-        h.insert("x-authenticated-user", HeaderValue::from_static("admin"));
-        h.insert("x_authenticated_user", HeaderValue::from_static("admin"));
-        h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_headers(&mut h, true);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["x-keep"]);
-    }
-
-    #[test]
-    fn peer_values_per_address_family() {
-        let (xff, fwd) = peer_values("10.1.2.3".parse().unwrap());
-        assert_eq!(xff, "10.1.2.3");
-        assert_eq!(&*fwd, "for=10.1.2.3;proto=http");
-        // A different address replaces the remembered one.
-        let (xff, fwd) = peer_values("::1".parse().unwrap());
-        assert_eq!(xff, "::1");
-        assert_eq!(&*fwd, "for=\"[::1]\";proto=http");
-        let (xff, _) = peer_values("10.1.2.3".parse().unwrap());
-        assert_eq!(xff, "10.1.2.3");
-    }
 }

@@ -18,6 +18,7 @@ pub mod authorize;
 mod explain;
 pub mod forward;
 pub mod forwarded;
+pub mod headers;
 pub mod normalize;
 pub mod route;
 mod tunnel;

@@ -166,7 +166,7 @@ impl Expiry<TokenHash, Entry> for EntryExpiry {
 
 /// Validates access tokens; shared by the gateway and `/oauth/*`.
 pub struct Validator {
-    cache: Cache<TokenHash, Entry>,
+    cache: Cache<TokenHash, Entry, foldhash::fast::RandomState>,
     pool: Pool,
     max_staleness: Duration,
     outage_grace: Duration,
@@ -238,7 +238,9 @@ impl Validator {
             .expire_after(EntryExpiry {
                 negative_ttl: cfg.negative_ttl,
             })
-            .build();
+            // The key is a SHA-256 digest; a per-process random seed keeps
+            // anyone from choosing tokens whose keys collide.
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Validator {
             cache,
             pool,
@@ -357,7 +359,10 @@ impl Validator {
                     return Err(TokenError::Throttled { retry_after_secs });
                 }
                 self.counts.misses.fetch_add(1, Ordering::Relaxed);
-                (self.fill(key).await?, true)
+                // Boxed, like the re-check below: the cold path's state (the
+                // pool, the query) would otherwise enlarge every request's
+                // future, hits included.
+                (Box::pin(self.fill(key)).await?, true)
             }
         };
         match entry {
@@ -372,7 +377,7 @@ impl Validator {
                     return Ok(e.identity.clone());
                 }
                 self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
-                self.recheck(key, &e, now).await
+                Box::pin(self.recheck(key, &e, now)).await
             }
             Entry::Invalid => {
                 if filled {
