@@ -5,9 +5,12 @@
 //! - **Bounded**: `threads` jobs run at once and at most `queue` wait; when
 //!   the queue is full a login is refused at once (503 + `Retry-After`)
 //!   instead of piling up memory and latency.
-//! - **Low priority**: each thread lowers its own scheduling priority
-//!   (`nice` 10 and `SCHED_BATCH` on Linux), so a login storm yields the
-//!   cores to the proxy's async workers instead of competing with them.
+//! - **Lowest priority**: each thread puts itself in `SCHED_IDLE` on Linux
+//!   (`nice` 19 and `SCHED_BATCH` where that is refused): it runs only on
+//!   what the proxy's async workers leave of the cores, and a waking
+//!   worker preempts it at once, so a login storm does not stretch proxy
+//!   latency. On cores the proxy saturates, logins wait; the bounded queue
+//!   then answers 503 + `Retry-After`.
 //! - **Buffer reuse**: each thread keeps its 19 MiB of argon2 memory blocks
 //!   between jobs (allocated on the first job) instead of allocating and
 //!   zeroing a fresh buffer per hash.
@@ -314,8 +317,10 @@ fn lower_priority() {
     // the calling thread only. Failure is harmless (we keep the default).
     unsafe {
         let param = libc::sched_param { sched_priority: 0 };
-        let _ = libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
-        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let _ = libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+            let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
     }
 }
 
@@ -482,6 +487,48 @@ mod tests {
         assert!(Argon2::default()
             .verify_password(b"correct horse", &parsed)
             .is_ok());
+    }
+
+    /// The scheduling policy (`/proc/.../stat` field 41) of this process's
+    /// hashing threads.
+    #[cfg(target_os = "linux")]
+    fn hashing_thread_policies() -> Vec<u32> {
+        let mut policies = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("argon2-") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesized name start at field 3.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if let Some(policy) = rest.split_whitespace().nth(41 - 3) {
+                policies.push(policy.parse().unwrap());
+            }
+        }
+        policies
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_idle_priority() {
+        let h = Hasher::new(2);
+        h.hash(Password::new("x")).await.unwrap();
+        // Threads other tests start lower themselves as they begin: wait
+        // (bounded) until every hashing thread has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let policies = hashing_thread_policies();
+            assert!(policies.len() >= 2, "{policies:?}");
+            let idle = policies.iter().all(|p| *p == libc::SCHED_IDLE as u32);
+            if idle {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{policies:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[tokio::test]
