@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use deadpool_postgres::Pool;
 use http::HeaderValue;
 use moka::future::Cache;
@@ -95,17 +96,36 @@ impl Identity {
     }
 
     fn from_record(r: &AccessRecord) -> Option<Identity> {
-        let scope = r.scopes.join(" ");
-        let client_header = match &r.client_id {
-            Some(id) => Some(HeaderValue::from_str(id).ok()?),
+        // All the header values are slices of one buffer: one allocation
+        // (and one shared reference count, made on the first clone)
+        // instead of one of each per value, for every cached token.
+        let account_id = r.account_id.to_string();
+        let client = r.client_id.as_deref().unwrap_or_default();
+        let scopes_len: usize = r.scopes.iter().map(|s| s.len() + 1).sum();
+        let mut buf =
+            Vec::with_capacity(r.username.len() + account_id.len() + scopes_len + client.len());
+        let mut part = |text: &str| {
+            let start = buf.len();
+            buf.extend_from_slice(text.as_bytes());
+            start..buf.len()
+        };
+        let user = part(&r.username);
+        let account = part(&account_id);
+        let scope = part(&r.scopes.join(" "));
+        let client = r.client_id.is_some().then(|| part(client));
+        let all = Bytes::from(buf);
+        let value =
+            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(all.slice(range)).ok();
+        let client_header = match client {
+            Some(range) => Some(value(range)?),
             None => None,
         };
         Some(Identity {
             token_id: r.token_id,
             account_id: r.account_id,
-            user_header: HeaderValue::from_str(&r.username).ok()?,
-            account_id_header: HeaderValue::from(r.account_id),
-            scope_header: HeaderValue::from_str(&scope).ok()?,
+            user_header: value(user)?,
+            account_id_header: value(account)?,
+            scope_header: value(scope)?,
             client_header,
             expires: r.expires,
             issued: r.created,
@@ -527,5 +547,49 @@ impl Validator {
     fn verdict(&self, e: &ValidEntry, key: &TokenHash) -> Verdict {
         let since = e.epoch.load(Ordering::SeqCst);
         self.revocations.check(since, key, e.identity.account_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(username: &str, scopes: &[&str], client_id: Option<&str>) -> AccessRecord {
+        AccessRecord {
+            token_id: 7,
+            account_id: 42,
+            username: username.to_owned(),
+            account_active: true,
+            token_active: true,
+            expires: 2_000,
+            created: 1_000,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            client_id: client_id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn identity_headers_are_slices_of_one_buffer() {
+        let id = Identity::from_record(&record("alice", &["a:read", "b:write"], Some("sgc_x")))
+            .expect("valid values");
+        assert_eq!(id.user_header, "alice");
+        assert_eq!(id.account_id_header, "42");
+        assert_eq!(id.scope_header, "a:read b:write");
+        assert_eq!(
+            id.client_header.as_ref().map(|v| v.as_bytes()),
+            Some(&b"sgc_x"[..])
+        );
+        assert_eq!((id.username(), id.scope()), ("alice", "a:read b:write"));
+
+        let id = Identity::from_record(&record("bob", &[], None)).expect("valid values");
+        assert_eq!(id.user_header, "bob");
+        assert_eq!(id.scope_header, "");
+        assert!(id.client_header.is_none());
+    }
+
+    #[test]
+    fn a_username_that_cannot_be_a_header_value_is_refused() {
+        assert!(Identity::from_record(&record("a\nb", &["x"], None)).is_none());
+        assert!(Identity::from_record(&record("a", &["x"], Some("c\r"))).is_none());
     }
 }
