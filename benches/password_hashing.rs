@@ -9,13 +9,22 @@
 //!   core; criterion's throughput figure is verifications (logins) per
 //!   second.
 //!
+//! - `owasp_sets/*`: OWASP's five equivalent argon2id parameter sets
+//!   (m = 47104 KiB t = 1, 19456/2, 12288/3, 9216/4, 7168/5; p = 1), each
+//!   computed with its memory blocks reused as the pool does: one at a
+//!   time (`single/M-T`: a login's latency) and one per core at once
+//!   (`cores/M-T`: throughput when the cores share memory bandwidth and
+//!   the last-level cache; criterion's throughput figure is hashes per
+//!   second). The set in use was chosen from these
+//!   (docs/security.md, "Password storage").
+//!
 //! Run: `cargo bench --bench password_hashing`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::PasswordHash;
-use argon2::{Argon2, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
@@ -102,5 +111,61 @@ fn bench(c: &mut Criterion) {
     pool.finish();
 }
 
-criterion_group!(benches, bench);
+/// OWASP's equivalent argon2id sets: (memory KiB, passes).
+const OWASP_SETS: [(u32, u32); 5] = [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)];
+
+/// One argon2id computation with `blocks` reused (as the pool's threads do).
+fn compute(argon: &Argon2<'_>, blocks: &mut [Block]) {
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into_with_memory(
+            b"correct horse battery staple",
+            b"sixteen byte salt",
+            &mut out,
+            blocks,
+        )
+        .expect("valid parameters");
+    std::hint::black_box(out);
+}
+
+fn owasp_sets(c: &mut Criterion) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut group = c.benchmark_group("owasp_sets");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(6));
+    for (m, t) in OWASP_SETS {
+        let params = Params::new(m, t, 1, Some(32)).expect("OWASP parameters");
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut blocks = vec![Block::default(); params.block_count()];
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new("single", format!("{m}-{t}")), |b| {
+            b.iter(|| compute(&argon, &mut blocks))
+        });
+        // One thread per core, each with its own blocks, started together.
+        group.throughput(Throughput::Elements(cores as u64));
+        group.bench_function(BenchmarkId::new("cores", format!("{m}-{t}")), |b| {
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                std::thread::scope(|scope| {
+                    for _ in 0..cores {
+                        let params = params.clone();
+                        scope.spawn(move || {
+                            let argon =
+                                Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+                            let mut blocks = vec![Block::default(); params.block_count()];
+                            for _ in 0..iters {
+                                compute(&argon, &mut blocks);
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, owasp_sets);
 criterion_main!(benches);

@@ -34,6 +34,7 @@ mod pgrelay;
 mod procs;
 mod report;
 mod rounds;
+mod sets;
 mod storm;
 mod targets;
 

@@ -270,6 +270,22 @@ pub fn print_storm(s: &StormReport) {
         s.p99_ratio,
         s.rps_ratio
     );
+    println!("\nThe proxy beside {} threads hashing each OWASP argon2id set back to back (`SCHED_IDLE`):\n", s.hash_threads);
+    println!(
+        "| set (m KiB / t) | hashes/s beside the load | proxy p99 | × quiet p99 | × quiet req/s |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in &s.sets {
+        println!(
+            "| {} / {} | {:.0} | {} | {:.2}× | {:.2}× |",
+            r.m_kib,
+            r.t,
+            r.hashes_per_s,
+            ms(r.hashing_p99_us),
+            r.p99_ratio,
+            r.rps_ratio
+        );
+    }
 }
 
 pub fn print_attack(a: &AttackReport, knobs: &Knobs) {

@@ -3,7 +3,8 @@
 //! answered) in alternating runs, the logins/s achieved, and the limit
 //! they are held to: hashing threads / one verify's time, with the verify
 //! timed in this run (the same `Hasher` the gateway builds, on an idle
-//! machine).
+//! machine); then the proxy beside each of OWASP's argon2id sets
+//! ([`crate::sets`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -137,6 +138,8 @@ pub struct StormReport {
     pub rps_ratio: f64,
     pub loaded_logins_per_s: f64,
     pub loaded_vs_limit: f64,
+    /// The proxy beside each OWASP argon2id set ([`crate::sets`]).
+    pub sets: Vec<crate::sets::SetRow>,
 }
 
 /// Median time of one verify through a pool built as the gateway builds
@@ -231,6 +234,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
             storm,
         });
     }
+    let sets = crate::sets::run(stack, knobs, hash_threads);
     stack.assert_alive();
     let loaded = median(rounds.iter().map(|r| r.storm.logins_per_s));
     StormReport {
@@ -248,5 +252,6 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
         loaded_logins_per_s: loaded,
         loaded_vs_limit: loaded / limit,
         rounds,
+        sets,
     }
 }
