@@ -81,6 +81,10 @@ pub enum Rejection {
     TooManyRequests {
         retry_after_secs: u32,
     },
+    /// An introspection caller over `oauth.introspections_per_caller`.
+    TooManyIntrospections {
+        retry_after_secs: u32,
+    },
     PayloadTooLarge,
     BadGateway,
     GatewayTimeout,
@@ -142,7 +146,7 @@ impl Rejection {
             MissingCredentials | InvalidToken | InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            TooManyRequests { .. } | TooManyIntrospections { .. } => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BadGateway => StatusCode::BAD_GATEWAY,
             GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -187,6 +191,10 @@ impl Rejection {
             TooManyRequests { .. } => {
                 ("too_many_requests", "too many failed attempts; retry later")
             }
+            TooManyIntrospections { .. } => (
+                "too_many_requests",
+                "too many introspection requests from this caller; retry later",
+            ),
             PayloadTooLarge => ("payload_too_large", "the request body is too large"),
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
@@ -248,6 +256,12 @@ impl Rejection {
             | Rejection::Overloaded { retry_after_secs }
             | Rejection::TooManyRequests { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // Only `/oauth/introspect` answers it: an OAuth answer.
+            Rejection::TooManyIntrospections { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
             Rejection::OAuth { .. } | Rejection::InvalidClient { .. } => {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -318,6 +332,15 @@ impl From<IssueError> for Rejection {
                 tracing::error!(error = %msg, "cannot generate a token");
                 Rejection::Internal
             }
+        }
+    }
+}
+
+/// An introspection caller over its rate: 429 with `Retry-After`.
+impl From<crate::oauth::introspect::OverRate> for Rejection {
+    fn from(e: crate::oauth::introspect::OverRate) -> Self {
+        Rejection::TooManyIntrospections {
+            retry_after_secs: e.retry_after_secs,
         }
     }
 }
@@ -489,6 +512,18 @@ mod tests {
         assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
         let r = Rejection::InvalidClient { basic: false }.into_response();
         assert_eq!(r.status(), 401);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn too_many_introspections_is_429_with_retry_after() {
+        let r = Rejection::from(crate::oauth::introspect::OverRate {
+            retry_after_secs: 3,
+        })
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, header::RETRY_AFTER).unwrap(), "3");
+        assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
         assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
     }
 
