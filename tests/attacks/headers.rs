@@ -243,3 +243,168 @@ async fn h01_behind_a_trusted_proxy_the_right_most_untrusted_entry_is_the_client
     assert_eq!(login_via(&app, "203.0.113.1, 203.0.113.2", "b0").await, 400);
     assert_eq!(login_via(&app, "203.0.113.2", "b1").await, 400);
 }
+
+/// Case H7: the client's Host chooses among configured routes only, and
+/// never builds a URL. An unlisted Host gets the host-less routes (here a
+/// token is required; the `tenant.example` route would be public), and the
+/// metadata's issuer and endpoints are the configured issuer whatever Host
+/// says. Host with a different absolute-form authority: see case H8.
+#[tokio::test]
+async fn h07_host_never_names_the_issuer_or_an_unlisted_route() {
+    let rec = recorder().await;
+    let app = spawn_app_to(
+        r#"
+[oauth]
+issuer = "https://auth.example.com"
+
+[[routes]]
+name = "tenant"
+path = "/api"
+host = "tenant.example"
+upstream = "UPSTREAM"
+public = true
+
+[[routes]]
+name = "api"
+path = "/api"
+upstream = "UPSTREAM"
+scopes = ["api"]
+"#,
+        rec.addr,
+    )
+    .await;
+    let get = |host: &'static str, path: &'static str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let addr = app.addr;
+        async move { raw(addr, req.as_bytes()).await }
+    };
+    assert_eq!(get("tenant.example", "/api/x").await.status, 200);
+    for host in [
+        "evil.example",
+        "tenant.example.evil.example",
+        "evil.example:443",
+    ] {
+        let r = get(host, "/api/x").await;
+        assert_eq!(r.status, 401, "{host}");
+    }
+    assert_eq!(rec.settled(1).await.len(), 1);
+    let r = get("evil.example", "/.well-known/oauth-authorization-server").await;
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(!body.contains("evil"), "{body}");
+    assert_eq!(r.json()["issuer"], "https://auth.example.com");
+    assert_eq!(
+        r.json()["token_endpoint"],
+        "https://auth.example.com/oauth/token"
+    );
+}
+
+/// Case H8: an absolute-form target is 400 (a reverse proxy is not a
+/// forward proxy), whatever its authority and Host, and nothing is
+/// proxied anywhere.
+#[tokio::test]
+async fn h08_absolute_form_is_400_and_never_proxied() {
+    let (app, rec) = app().await;
+    for (target, host) in [
+        ("http://internal:8080/admin", "internal:8080"),
+        ("http://internal:8080/public", "t"),
+        ("http://127.0.0.1:1/public", "t"),
+        ("https://t/public", "t"),
+    ] {
+        let (rs, _) = exchange(
+            &app,
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(rs.len(), 1, "{target}");
+        assert_eq!(rs[0].status, 400, "{target}");
+    }
+    assert!(rec.settled(0).await.is_empty(), "{:?}", rec.seen());
+}
+
+/// Case H11: an upgrade is authorized before anything is forwarded: a
+/// WebSocket handshake on a protected route without a token is 401 (never
+/// a 101) and reaches no upstream; an `Upgrade: h2c` request is served as
+/// the plain HTTP/1.1 request it also is, without the upgrade headers
+/// (no h2c smuggling past the gateway).
+#[tokio::test]
+async fn h11_upgrades_are_authorized_first_and_h2c_is_not_passed_on() {
+    let (app, rec) = app().await;
+    let ws = "GET /admin/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (rs, closed) = exchange(&app, ws.as_bytes()).await;
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status, 401);
+    assert!(closed || rs[0].header("upgrade").is_none());
+    assert!(rec.settled(0).await.is_empty(), "{:?}", rec.seen());
+    let h2c = "GET /public/h2c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n";
+    let (rs, _) = exchange(&app, h2c.as_bytes()).await;
+    assert_eq!(rs.first().map(|r| r.status), Some(200), "{rs:?}");
+    let seen = rec.settled(1).await;
+    assert_eq!(seen.len(), 1);
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(seen[0].header(h).is_empty(), "{h}: {:?}", seen[0]);
+    }
+}
+
+/// Cases H1, H2: every spelling of the gateway's identity headers (any
+/// case, `_` for `-`) and every `X-Forwarded-*`, `Forwarded`, `X-Real-IP`
+/// from the client is removed before the gateway sets its own: the
+/// upstream sees exactly one value of each, the gateway's. `X-User-Id` is
+/// no header of the gateway's and passes as any other header (upstreams
+/// trust only `X-Authenticated-*`, `docs/security.md`, "Identity header
+/// spoofing").
+#[tokio::test]
+async fn h01_spoofed_identity_headers_never_reach_the_upstream() {
+    let (app, rec) = app().await;
+    let admin = crate::support::insert_token(&app.db, "root", &["admin"], 3600).await;
+    let spoof = "X-Authenticated-User: alice\r\nx-authenticated-user: bob\r\nX-AUTHENTICATED-SCOPE: admin\r\n\
+                 X_Authenticated_User: carol\r\nx_authenticated-Account-Id: 999999\r\nX-Authenticated-Client: c\r\n\
+                 X-Forwarded-User: dave\r\nX-Forwarded-For: 6.6.6.6\r\nX_Forwarded_Host: evil\r\n\
+                 Forwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-User-Id: 7\r\n";
+    let (rs, _) = exchange(
+        &app,
+        format!(
+            "GET /admin/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{}{spoof}\r\n",
+            crate::support::bearer(&admin)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(rs[0].status, 200);
+    let (rs, _) = exchange(
+        &app,
+        format!("GET /public/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{spoof}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(rs[0].status, 200);
+    let seen = rec.settled(2).await;
+    let (authorized, anonymous) = (&seen[0], &seen[1]);
+    assert_eq!(authorized.header("x-authenticated-user"), ["root"]);
+    assert_eq!(authorized.header("x-authenticated-scope"), ["admin"]);
+    assert_eq!(authorized.header("x-authenticated-account-id").len(), 1);
+    assert_ne!(authorized.header("x-authenticated-account-id"), ["999999"]);
+    for r in [authorized, anonymous] {
+        for (name, _) in &r.headers {
+            assert!(!name.contains('_'), "{name} reached the upstream");
+        }
+        assert!(r.header("x-authenticated-client").is_empty());
+        assert!(r.header("x-forwarded-user").is_empty());
+        assert!(r.header("x-real-ip").is_empty());
+        assert_eq!(r.header("x-forwarded-for"), ["127.0.0.1"]);
+        assert_eq!(
+            r.header("forwarded"),
+            ["for=127.0.0.1;proto=http;host=\"t\""]
+        );
+        assert_eq!(r.header("x-user-id"), ["7"]);
+    }
+    for h in [
+        "x-authenticated-user",
+        "x-authenticated-scope",
+        "x-authenticated-account-id",
+    ] {
+        assert!(anonymous.header(h).is_empty(), "{h}");
+    }
+}
