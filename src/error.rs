@@ -42,6 +42,10 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"scopegate\"";
 pub enum Rejection {
     /// Malformed request (path, headers, framing): 400 without a challenge.
     BadRequest(&'static str),
+    /// Body framing the gateway will not forward (HTTP/1.1): 400, and the
+    /// connection is closed after it (`Connection: close`), so nothing
+    /// after the body is read as a request.
+    BadFraming(&'static str),
     /// Admin API: the body or the query is not what the endpoint takes
     /// (not JSON, not an object, a repeated parameter): 400.
     InvalidBody(Cow<'static, str>),
@@ -137,7 +141,9 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         use Rejection::*;
         match self {
-            BadRequest(_) | InvalidAuthRequest(_) | InvalidBody(_) => StatusCode::BAD_REQUEST,
+            BadRequest(_) | BadFraming(_) | InvalidAuthRequest(_) | InvalidBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound | UnknownResource(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
@@ -159,7 +165,7 @@ impl Rejection {
     fn codes(&self) -> (&'static str, &str) {
         use Rejection::*;
         match self {
-            BadRequest(d) => ("invalid_request", d),
+            BadRequest(d) | BadFraming(d) => ("invalid_request", d),
             InvalidAuthRequest(d) => ("invalid_request", d),
             InvalidBody(d) => ("invalid_request", d),
             UnsupportedMediaType => (
@@ -251,6 +257,9 @@ impl Rejection {
         match &self {
             Rejection::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, allow.clone());
+            }
+            Rejection::BadFraming(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Rejection::Unavailable { retry_after_secs }
             | Rejection::Overloaded { retry_after_secs }

@@ -243,3 +243,52 @@ async fn a12_pipelining_after_a_401_does_not_desync() {
     // body was skipped as body.
     assert_eq!(paths(&rec.settled(0).await), ["/public/z"]);
 }
+
+/// Case A6 (repeated): `Transfer-Encoding` sent twice is one list (RFC
+/// 9110 §5.3). A list whose last coding is not `chunked` is refused by
+/// hyper; `chunked` twice (RFC 9112 §7.1: never applied more than once)
+/// and a coding before the final `chunked` by the gateway, since it
+/// decodes no other coding and would forward a body the upstream reads
+/// differently: 400, closed, nothing upstream.
+#[tokio::test]
+async fn a06_repeated_transfer_encoding() {
+    let (app, rec) = app().await;
+    for (what, headers) in [
+        (
+            "chunked twice",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        (
+            "chunked, chunked",
+            "Transfer-Encoding: chunked, chunked\r\n",
+        ),
+        (
+            "chunked then identity",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+        ),
+        (
+            "gzip then chunked",
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        (
+            "chunked then empty",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
+        ),
+    ] {
+        let req = format!(
+            "POST /public HTTP/1.1\r\nHost: t\r\n{headers}\r\n5\r\nhello\r\n0\r\n\r\n{SMUGGLED}"
+        );
+        let (rs, closed) = exchange(&app, req.as_bytes()).await;
+        let statuses: Vec<u16> = rs.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [400], "{what}");
+        assert!(closed, "{what}");
+    }
+    assert!(rec.settled(0).await.is_empty(), "{:?}", rec.seen());
+    // One `chunked`, in any case and with OWS, is the framing it says.
+    let req = format!(
+        "POST /public HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding:  CHUNKED \r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    let (rs, _) = exchange(&app, req.as_bytes()).await;
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rec.settled(1).await[0].body_bytes, 5);
+}
