@@ -692,3 +692,40 @@ async fn websocket_tunnels_drain_at_shutdown() {
         "closed before the grace period: {took:?}"
     );
 }
+
+/// Case S5: slowloris, a head trickled one byte at a time. The header
+/// read timeout bounds the whole head, not the gap between bytes: with
+/// `header_read_timeout_secs = 1` and a byte every 100 ms (each gap well
+/// within the timeout), the connection is closed about 1 s after it
+/// opened, and nothing reaches the upstream.
+#[tokio::test]
+async fn s05_a_trickled_head_is_cut_off_at_the_header_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server("header_read_timeout_secs = 1"), rec.addr).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let start = Instant::now();
+    let head = format!(
+        "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let mut closed_after = None;
+    for b in head.as_bytes() {
+        if s.write_all(&[*b]).await.is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        assert!(start.elapsed() < timeout + MARGIN, "never closed");
+    }
+    let took = closed_after.expect("the whole head was sent before the timeout");
+    assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
+    assert!(rec.seen().is_empty(), "{:?}", rec.seen());
+}
