@@ -131,3 +131,58 @@ async fn o12_introspection_is_rate_limited_per_caller() {
     assert_eq!(r.status, 200, "refused after {:?}", refused_at.elapsed());
     assert!(refused_at.elapsed() < wait + MARGIN);
 }
+
+/// A password grant with a raw form body.
+async fn token_form(app: &TestApp, body: &str) -> Resp {
+    send(
+        http()
+            .post(app.url("/oauth/token"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.to_owned()),
+    )
+    .await
+}
+
+/// Cases O3, O16: SQL metacharacters and NUL in a username (percent-
+/// encoded, as a form carries them) are only wrong usernames: the same
+/// `400 invalid_grant` as any unknown user, never a 500 or a 503 (queries
+/// are parameterized), and the tables are intact afterwards. A `%00` in a
+/// password decodes to NUL and is only a wrong password.
+#[tokio::test]
+async fn o03_injection_and_nul_are_only_wrong_usernames() {
+    let app = spawn_app("[login]\nmax_failures_per_ip = 1000\n").await;
+    insert_token(&app.db, "admin", &["api"], 3600).await;
+    let unknown = token_form(&app, "grant_type=password&username=nobody&password=x").await;
+    unknown.assert_error(400, "invalid_grant");
+    for username in [
+        "%27%20OR%201%3D1--",
+        "admin%27--",
+        "admin%27%20--%20",
+        "x%27%3B%20DROP%20TABLE%20accounts%3B--",
+        "admin%00",
+        "%00",
+        "admin%5C",
+        "admin%22",
+    ] {
+        let r = token_form(
+            &app,
+            &format!("grant_type=password&username={username}&password=x"),
+        )
+        .await;
+        r.assert_error(400, "invalid_grant");
+        assert_eq!(r.body, unknown.body, "{username}");
+    }
+    let r = token_form(&app, "grant_type=password&username=admin&password=a%00b").await;
+    r.assert_error(400, "invalid_grant");
+    assert_eq!(r.body, unknown.body);
+    let conn = app.db.pool().get().await.unwrap();
+    let accounts: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM accounts WHERE username = 'admin'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(accounts, 1);
+}
