@@ -285,9 +285,8 @@ async fn a06_repeated_transfer_encoding() {
     }
     assert!(rec.settled(0).await.is_empty(), "{:?}", rec.seen());
     // One `chunked`, in any case and with OWS, is the framing it says.
-    let req = format!(
-        "POST /public HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding:  CHUNKED \r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    );
+    let req = "POST /public HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+               Transfer-Encoding:  CHUNKED \r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let (rs, _) = exchange(&app, req.as_bytes()).await;
     assert_eq!(rs[0].status, 200);
     assert_eq!(rec.settled(1).await[0].body_bytes, 5);
