@@ -345,15 +345,6 @@ impl From<IssueError> for Rejection {
     }
 }
 
-/// An introspection caller over its rate: 429 with `Retry-After`.
-impl From<crate::oauth::introspect::OverRate> for Rejection {
-    fn from(e: crate::oauth::introspect::OverRate) -> Self {
-        Rejection::TooManyIntrospections {
-            retry_after_secs: e.retry_after_secs,
-        }
-    }
-}
-
 /// A saturated hashing pool is a 503 with a short `Retry-After`.
 impl From<HashError> for Rejection {
     fn from(e: HashError) -> Self {
@@ -526,9 +517,9 @@ mod tests {
 
     #[test]
     fn too_many_introspections_is_429_with_retry_after() {
-        let r = Rejection::from(crate::oauth::introspect::OverRate {
+        let r = Rejection::TooManyIntrospections {
             retry_after_secs: 3,
-        })
+        }
         .into_response();
         assert_eq!(r.status(), 429);
         assert_eq!(header(&r, header::RETRY_AFTER).unwrap(), "3");

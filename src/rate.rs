@@ -4,9 +4,8 @@
 //! stays bounded however many keys show up.
 //!
 //! `rate` events per second per key, with a burst of twice that. Users:
-//! the budget of invalid token lookups per client address
-//! ([`crate::tokens::budget`]) and the introspection limit per caller
-//! ([`crate::oauth::introspect`]).
+//! the budget of invalid token lookups per client address (`tokens`) and
+//! the introspection limit per caller (`oauth`); a leaf, it names neither.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -51,21 +51,15 @@ pub enum RateKey {
     Client(String),
 }
 
-/// The caller is over its introspection rate: retry after this long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OverRate {
-    pub retry_after_secs: u32,
-}
-
 /// How many callers' rates are tracked at once (least recently used go).
 pub const MAX_CALLERS: u64 = 100_000;
 
 /// Count one introspection of `key` against its rate.
-fn take(oauth: &OAuth, key: RateKey) -> Result<(), OverRate> {
+fn take(oauth: &OAuth, key: RateKey) -> Result<(), Rejection> {
     oauth
         .introspect_rate
         .take(key)
-        .map_err(|retry_after_secs| OverRate { retry_after_secs })
+        .map_err(|retry_after_secs| Rejection::TooManyIntrospections { retry_after_secs })
 }
 
 pub async fn handle(
