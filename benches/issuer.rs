@@ -12,7 +12,13 @@
 //!   clients;
 //! - `code_flow`: what one login through the authorization code flow costs
 //!   (page, login POST, code exchange; medians of 40), with a password
-//!   grant for comparison.
+//!   grant for comparison;
+//! - `near_miss_token`: the rejection of a near-miss token (a valid one with
+//!   its last character changed) against that of a random one, each never
+//!   seen before (so each costs its database lookup): medians of 400
+//!   interleaved pairs through the gateway over HTTP, and of 400 through
+//!   the validator alone. Tokens are looked up by their SHA-256, so the two
+//!   must be the same work (`docs/security.md`, "Attack cases", K9).
 //!
 //! Run on an idle machine: `cargo bench --bench issuer` (all of them) or
 //! `cargo bench --bench issuer -- login_rate code_flow` (those named).
@@ -239,6 +245,88 @@ async fn unknown_user() {
     );
 }
 
+/// `token` with its last character replaced by another valid one.
+fn near_miss(token: &str) -> String {
+    let (head, last) = token.split_at(token.len() - 1);
+    format!("{head}{}", if last == "A" { "B" } else { "A" })
+}
+
+async fn near_miss_token() {
+    // Every rejection is a database lookup: no budget of invalid lookups
+    // in the way, and fresh tokens each time so no negative-cache hit.
+    let issuer = Issuer::start(
+        "[cache]\ninvalid_lookups_per_ip = 1000000\n\
+         [[routes]]\nname = \"api\"\npath = \"/api\"\nupstream = \"http://127.0.0.1:9\"\nscopes = [\"api\"]\n",
+    )
+    .await;
+    let pool = issuer.state.db.clone();
+    let rounds = 400;
+    let mut valid = Vec::new();
+    for _ in 0..2 * rounds + 20 {
+        valid.push(scopegate::testing::insert_token(&pool, "bench", &["api"], 3600).await);
+    }
+    let random = || scopegate::tokens::generate(scopegate::tokens::Kind::Access).unwrap();
+    let client = reqwest::Client::new();
+    let over_http = |token: String| {
+        let (client, issuer) = (&client, &issuer);
+        async move {
+            let start = Instant::now();
+            let r = client
+                .get(issuer.url("/api/x"))
+                .header(AUTHORIZATION, format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let _ = r.bytes().await;
+            ms_since(start) * 1e3
+        }
+    };
+    let validator = issuer.state.tokens.clone();
+    let local = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let direct = |token: String| {
+        let validator = validator.clone();
+        async move {
+            let start = Instant::now();
+            assert!(validator.validate(&token, local).await.is_err());
+            ms_since(start) * 1e3
+        }
+    };
+    // Warm-up: connections open, statements prepared.
+    for t in valid.drain(..20) {
+        over_http(near_miss(&t)).await;
+        over_http(random()).await;
+    }
+    let mut valid = valid.into_iter();
+    for (label, http) in [("gateway over HTTP", true), ("validator alone", false)] {
+        let (mut near, mut rand) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let n = near_miss(&valid.next().unwrap());
+            let measure = |t: String| async move {
+                if http {
+                    over_http(t).await
+                } else {
+                    direct(t).await
+                }
+            };
+            // Interleaved, alternating which goes first, so drift hits both alike.
+            if i % 2 == 0 {
+                near.push(measure(n).await);
+                rand.push(measure(random()).await);
+            } else {
+                rand.push(measure(random()).await);
+                near.push(measure(n).await);
+            }
+        }
+        let (n, r) = (median(near), median(rand));
+        println!(
+            "{label}: near-miss token median {n:.1} µs; random token median {r:.1} µs; difference {:+.1} µs ({:+.1}%) over {rounds} each",
+            n - r,
+            (n - r) / r * 100.0,
+        );
+    }
+}
+
 async fn client_credentials() {
     use base64::Engine;
     let issuer = Arc::new(Issuer::start(NO_THROTTLE).await);
@@ -437,6 +525,9 @@ fn main() {
         }
         if chosen("code_flow") {
             code_flow().await;
+        }
+        if chosen("near_miss_token") {
+            near_miss_token().await;
         }
     });
 }

@@ -42,6 +42,10 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"scopegate\"";
 pub enum Rejection {
     /// Malformed request (path, headers, framing): 400 without a challenge.
     BadRequest(&'static str),
+    /// Body framing the gateway will not forward (HTTP/1.1): 400, and the
+    /// connection is closed after it (`Connection: close`), so nothing
+    /// after the body is read as a request.
+    BadFraming(&'static str),
     /// Admin API: the body or the query is not what the endpoint takes
     /// (not JSON, not an object, a repeated parameter): 400.
     InvalidBody(Cow<'static, str>),
@@ -79,6 +83,10 @@ pub enum Rejection {
     },
     /// Login throttling.
     TooManyRequests {
+        retry_after_secs: u32,
+    },
+    /// An introspection caller over `oauth.introspections_per_caller`.
+    TooManyIntrospections {
         retry_after_secs: u32,
     },
     PayloadTooLarge,
@@ -133,7 +141,9 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         use Rejection::*;
         match self {
-            BadRequest(_) | InvalidAuthRequest(_) | InvalidBody(_) => StatusCode::BAD_REQUEST,
+            BadRequest(_) | BadFraming(_) | InvalidAuthRequest(_) | InvalidBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             NotFound | UnknownResource(_) => StatusCode::NOT_FOUND,
             Conflict(_) => StatusCode::CONFLICT,
@@ -142,7 +152,7 @@ impl Rejection {
             MissingCredentials | InvalidToken | InvalidClient { .. } => StatusCode::UNAUTHORIZED,
             InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Unavailable { .. } | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            TooManyRequests { .. } | TooManyIntrospections { .. } => StatusCode::TOO_MANY_REQUESTS,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BadGateway => StatusCode::BAD_GATEWAY,
             GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -155,7 +165,7 @@ impl Rejection {
     fn codes(&self) -> (&'static str, &str) {
         use Rejection::*;
         match self {
-            BadRequest(d) => ("invalid_request", d),
+            BadRequest(d) | BadFraming(d) => ("invalid_request", d),
             InvalidAuthRequest(d) => ("invalid_request", d),
             InvalidBody(d) => ("invalid_request", d),
             UnsupportedMediaType => (
@@ -187,6 +197,10 @@ impl Rejection {
             TooManyRequests { .. } => {
                 ("too_many_requests", "too many failed attempts; retry later")
             }
+            TooManyIntrospections { .. } => (
+                "too_many_requests",
+                "too many introspection requests from this caller; retry later",
+            ),
             PayloadTooLarge => ("payload_too_large", "the request body is too large"),
             BadGateway => ("bad_gateway", "the upstream could not be reached"),
             GatewayTimeout => ("gateway_timeout", "the upstream did not answer in time"),
@@ -244,10 +258,19 @@ impl Rejection {
             Rejection::MethodNotAllowed { allow } => {
                 h.insert(header::ALLOW, allow.clone());
             }
+            Rejection::BadFraming(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Rejection::Unavailable { retry_after_secs }
             | Rejection::Overloaded { retry_after_secs }
             | Rejection::TooManyRequests { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // Only `/oauth/introspect` answers it: an OAuth answer.
+            Rejection::TooManyIntrospections { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
             Rejection::OAuth { .. } | Rejection::InvalidClient { .. } => {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -489,6 +512,18 @@ mod tests {
         assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
         let r = Rejection::InvalidClient { basic: false }.into_response();
         assert_eq!(r.status(), 401);
+        assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn too_many_introspections_is_429_with_retry_after() {
+        let r = Rejection::TooManyIntrospections {
+            retry_after_secs: 3,
+        }
+        .into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, header::RETRY_AFTER).unwrap(), "3");
+        assert_eq!(header(&r, header::CACHE_CONTROL).unwrap(), "no-store");
         assert!(header(&r, header::WWW_AUTHENTICATE).is_none());
     }
 

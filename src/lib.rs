@@ -50,7 +50,8 @@
 //! - Leaves: [`config`] (TOML to validated types), [`scope`] (scope-token
 //!   syntax and the wildcard rule), [`percent`] (percent-escapes), [`body`]
 //!   (the streaming body type), [`metrics`] (the per-route request
-//!   counters the log phase records and `/metrics` exports).
+//!   counters the log phase records and `/metrics` exports), [`rate`]
+//!   (per-key rate limits).
 //!
 //! [`echo`] is the demo and test upstream; `testing` (feature `testing`) the
 //! test harness: a throwaway Postgres and a database per test.
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod percent;
 pub mod proxy;
+pub mod rate;
 pub mod request;
 pub mod scope;
 pub mod server;

@@ -138,6 +138,10 @@ pub struct OAuthConfig {
     /// How long an authorization code may be redeemed (RFC 6749 §4.1.2
     /// recommends at most 10 minutes).
     pub code_ttl: Duration,
+    /// `POST /oauth/introspect` requests per second per authenticated
+    /// caller (an account behind a Bearer token, or a client), burst twice
+    /// that; beyond it the caller gets 429 (never zero).
+    pub introspections_per_caller: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,6 +85,7 @@ pub(super) struct RawOAuth {
     pub issuer: Option<String>,
     pub password_grant: bool,
     pub code_ttl_secs: u64,
+    pub introspections_per_caller: u32,
 }
 
 impl Default for RawOAuth {
@@ -93,6 +94,7 @@ impl Default for RawOAuth {
             issuer: None,
             password_grant: true,
             code_ttl_secs: 60,
+            introspections_per_caller: 50,
         }
     }
 }

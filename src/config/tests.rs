@@ -326,6 +326,7 @@ fn new_keys_have_their_defaults() {
             issuer: "http://127.0.0.1:8080".into(),
             password_grant: true,
             code_ttl: Duration::from_secs(60),
+            introspections_per_caller: 50,
         }
     );
     assert_eq!(c.database.tls, TlsMode::Prefer);
@@ -339,7 +340,8 @@ fn new_keys_are_read() {
         "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\
          [login]\nmax_failures_per_ip = 7\n\
          [cache]\ninvalid_lookups_per_ip = 3\ndb_deadline_ms = 250\n\
-         [oauth]\nissuer = \"https://auth.example.com/\"\npassword_grant = false\ncode_ttl_secs = 30\n",
+         [oauth]\nissuer = \"https://auth.example.com/\"\npassword_grant = false\ncode_ttl_secs = 30\n\
+         introspections_per_caller = 9\n",
     )
     .unwrap();
     let proxies: Vec<String> = c
@@ -358,6 +360,7 @@ fn new_keys_are_read() {
     assert_eq!(c.oauth.issuer, "https://auth.example.com");
     assert!(!c.oauth.password_grant);
     assert_eq!(c.oauth.code_ttl, Duration::from_secs(30));
+    assert_eq!(c.oauth.introspections_per_caller, 9);
 }
 
 #[test]
@@ -365,16 +368,21 @@ fn new_limits_must_be_positive() {
     let e = errors(
         "[login]\nmax_failures_per_ip = 0\n\
          [cache]\ninvalid_lookups_per_ip = 0\ndb_deadline_ms = 0\n\
-         [oauth]\ncode_ttl_secs = 0\n",
+         [oauth]\ncode_ttl_secs = 0\nintrospections_per_caller = 0\n",
     );
     assert_eq!(
         e,
         vec![
             "test.toml: oauth.code_ttl_secs: must be greater than 0",
+            "test.toml: oauth.introspections_per_caller: must be greater than 0",
             "test.toml: cache.invalid_lookups_per_ip: must be greater than 0",
             "test.toml: cache.db_deadline_ms: must be greater than 0",
             "test.toml: login.max_failures_per_ip: must be greater than 0",
         ]
+    );
+    assert_eq!(
+        errors("[oauth]\nintrospections_per_caller = 1000001\n"),
+        ["test.toml: oauth.introspections_per_caller: must be at most 1000000"]
     );
     let e = errors("[oauth]\nissuer = \"https://a\"\nbogus = 1\n");
     assert_eq!(e.len(), 1, "{e:?}");

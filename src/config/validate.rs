@@ -162,6 +162,16 @@ impl Errors {
     /// default issuer (`None`: it is invalid, and that is already an error).
     pub fn oauth(&mut self, raw: RawOAuth, listen: Option<SocketAddr>) -> Option<OAuthConfig> {
         self.positive("oauth.code_ttl_secs", raw.code_ttl_secs);
+        self.positive(
+            "oauth.introspections_per_caller",
+            u64::from(raw.introspections_per_caller),
+        );
+        if raw.introspections_per_caller > MAX_INTROSPECTIONS_PER_CALLER {
+            self.push(
+                "oauth.introspections_per_caller",
+                format!("must be at most {MAX_INTROSPECTIONS_PER_CALLER}"),
+            );
+        }
         let issuer = match raw.issuer {
             Some(s) => match parse_issuer(&s) {
                 Ok(i) => Some(i),
@@ -176,6 +186,7 @@ impl Errors {
             issuer: issuer?,
             password_grant: raw.password_grant,
             code_ttl: secs(raw.code_ttl_secs),
+            introspections_per_caller: raw.introspections_per_caller,
         })
     }
 
@@ -471,6 +482,10 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
         host,
     })
 }
+
+/// The highest `oauth.introspections_per_caller`: past a million per
+/// second a limit limits nothing.
+const MAX_INTROSPECTIONS_PER_CALLER: u32 = 1_000_000;
 
 /// `oauth.issuer`: an `http` or `https` URL without user info, query or
 /// fragment (RFC 8414 §2), returned with its scheme and host lower-cased

@@ -147,8 +147,11 @@ impl Gateway {
 /// length and marked the connection to close after the response (RFC 9112
 /// §6.3). What is left here: CONNECT and TRACE are never proxied,
 /// absolute-form targets are refused (a reverse proxy is not a forward
-/// proxy), and a declared body above the limit is a 413 before anything
-/// else is done.
+/// proxy), a `Transfer-Encoding` other than one `chunked` is refused (hyper
+/// accepts `gzip, chunked` and `chunked, chunked`, decoding the chunked
+/// framing once; forwarding would drop the other codings, and the
+/// upstream would read a body other than the one the client sent), and a
+/// declared body above the limit is a 413 before anything else is done.
 pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejection> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(Rejection::MethodNotAllowed {
@@ -160,10 +163,30 @@ pub fn check_request<B>(req: &Request<B>, limits: &Limits) -> Result<(), Rejecti
             "absolute-form request targets are not accepted",
         ));
     }
+    if !single_chunked(req.headers()) {
+        return Err(Rejection::BadFraming(
+            "the only transfer coding accepted is one chunked",
+        ));
+    }
     if declared_length(req)? > limits.max_body_bytes {
         return Err(Rejection::PayloadTooLarge);
     }
     Ok(())
+}
+
+/// No `Transfer-Encoding`, or exactly one coding over all its fields:
+/// `chunked` (any case, RFC 9112 §7).
+fn single_chunked(headers: &http::HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii);
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(c), None) => c.eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
 }
 
 /// The declared body length (0 when none).
@@ -323,6 +346,32 @@ mod tests {
             "[::1", "[nope]", "[::1]x", "a/b", "a?b", "a,b", "a%20b",
         ] {
             assert!(!valid_host(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_one_chunked_is_a_transfer_coding_we_forward() {
+        let te = |values: &[&'static str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            single_chunked(&h)
+        };
+        assert!(te(&[]));
+        for ok in [&["chunked"][..], &["Chunked"], &[" CHUNKED "]] {
+            assert!(te(ok), "{ok:?}");
+        }
+        for bad in [
+            &["chunked", "chunked"][..],
+            &["chunked, chunked"],
+            &["gzip", "chunked"],
+            &["gzip, chunked"],
+            &["identity"],
+            &[""],
+            &["chunked", ""],
+        ] {
+            assert!(!te(bad), "{bad:?}");
         }
     }
 

@@ -12,6 +12,13 @@
 //! secret is `401 invalid_client`, a public client `401 invalid_client`, a
 //! confidential client without the scope `403 unauthorized_client`.
 //!
+//! Each authenticated caller (the account behind the Bearer token, or the
+//! client) may introspect `oauth.introspections_per_caller` times per
+//! second, burst twice that ([`crate::rate::RateLimit`]); beyond it the
+//! answer is 429 + `Retry-After` before the form is looked at, so the
+//! endpoint cannot serve as a high-rate oracle for guessing tokens. Other
+//! callers are unaffected.
+//!
 //! The answer is `{"active": false}` for anything that is not a valid token
 //! right now (unknown, garbage, expired, revoked, rotated, inactive
 //! account), and otherwise `active, scope, username, sub` (the account id as
@@ -34,6 +41,26 @@ use crate::request::RequestCtx;
 use crate::scope;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::{hash, lookup, Kind};
+
+/// Who the introspection rate is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The account behind a Bearer token (all its tokens share one rate).
+    Account(i32),
+    /// A client authenticating as itself.
+    Client(String),
+}
+
+/// How many callers' rates are tracked at once (least recently used go).
+pub const MAX_CALLERS: u64 = 100_000;
+
+/// Count one introspection of `key` against its rate.
+fn take(oauth: &OAuth, key: RateKey) -> Result<(), Rejection> {
+    oauth
+        .introspect_rate
+        .take(key)
+        .map_err(|retry_after_secs| Rejection::TooManyIntrospections { retry_after_secs })
+}
 
 pub async fn handle(
     oauth: &OAuth,
@@ -58,6 +85,7 @@ pub async fn handle(
                 )),
             });
         }
+        take(oauth, RateKey::Account(caller.account_id))?;
         oauth.read_form(req).await?
     } else {
         let (parts, form) = oauth.read_form_parts(req).await?;
@@ -68,7 +96,9 @@ pub async fn handle(
                     basic: client_auth::basic_used(&parts.headers),
                 })
             }
-            Caller::Confidential(c) if c.scopes.iter().any(|s| s.value == INTROSPECT_SCOPE) => {}
+            Caller::Confidential(c) if c.scopes.iter().any(|s| s.value == INTROSPECT_SCOPE) => {
+                take(oauth, RateKey::Client(c.client_id))?;
+            }
             Caller::Confidential(_) => return Err(Rejection::oauth(
                 StatusCode::FORBIDDEN,
                 "unauthorized_client",

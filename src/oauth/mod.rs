@@ -50,6 +50,7 @@ use crate::config::{Config, TokenConfig};
 use crate::db::DbPool;
 use crate::error::{require_method, Rejection};
 use crate::metrics::RouteStats;
+use crate::rate::RateLimit;
 use crate::request::RequestCtx;
 use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
@@ -66,6 +67,8 @@ pub struct OAuth {
     /// The argon2 pool, shared with bootstrap.
     pub hasher: Arc<Hasher>,
     pub throttle: Throttle,
+    /// `[oauth] introspections_per_caller`, per caller ([`introspect`]).
+    pub introspect_rate: RateLimit<introspect::RateKey>,
     pub stats: OAuthStats,
     /// Request counters per endpoint, in [`Endpoint::ALL`] order.
     endpoint_stats: [RouteStats; Endpoint::ALL.len()],
@@ -221,6 +224,10 @@ impl OAuth {
                 config.login.max_failures,
                 config.login.max_failures_per_ip,
                 config.login.window,
+            ),
+            introspect_rate: RateLimit::new(
+                config.oauth.introspections_per_caller,
+                introspect::MAX_CALLERS,
             ),
             stats: OAuthStats::default(),
             endpoint_stats: std::array::from_fn(|_| RouteStats::default()),

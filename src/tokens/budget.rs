@@ -9,78 +9,35 @@
 //! tokens never ask the budget, and valid cold tokens never spend it, so a
 //! backend relaying many users' fresh tokens is never throttled.
 //!
-//! The bucket is the generic cell rate algorithm (one "theoretical arrival
-//! time" per address, in an atomic), kept in a bounded moka cache whose
-//! entries idle out once their bucket is full again: memory stays bounded
-//! however many addresses spray. IPv6 addresses are counted per /64, the
-//! block one host usually controls.
+//! The bucket is [`crate::rate::RateLimit`] (GCRA in a bounded moka
+//! cache): memory stays bounded however many addresses spray. IPv6
+//! addresses are counted per /64, the block one host usually controls.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use crate::rate::RateLimit;
 
 /// Addresses tracked at once (least recently used ones go first).
 const MAX_ADDRESSES: u64 = 100_000;
 
 /// The budget of invalid lookups per client address.
-pub struct LookupBudget {
-    /// Address -> theoretical arrival time, in nanoseconds since `base`.
-    buckets: moka::sync::Cache<IpAddr, Arc<AtomicU64>>,
-    base: Instant,
-    /// Nanoseconds one lookup costs (1 / rate).
-    interval: u64,
-    /// How far ahead of now the arrival time may run (the burst).
-    tolerance: u64,
-}
+pub struct LookupBudget(RateLimit<IpAddr>);
 
 impl LookupBudget {
     /// `rate` invalid lookups per second per address, burst `2 * rate`.
     pub fn new(rate: u32) -> LookupBudget {
-        let rate = u64::from(rate.max(1));
-        let interval = 1_000_000_000 / rate;
-        let tolerance = interval * (2 * rate - 1);
-        LookupBudget {
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(MAX_ADDRESSES)
-                // A bucket untouched this long is full again: forget it.
-                .time_to_idle(Duration::from_nanos(tolerance + interval))
-                .build(),
-            base: Instant::now(),
-            interval,
-            tolerance,
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        LookupBudget(RateLimit::new(rate, MAX_ADDRESSES))
     }
 
     /// May `client` make a lookup now? `Err(seconds)`: over budget, retry
     /// after that long.
     pub fn check(&self, client: IpAddr) -> Result<(), u32> {
-        let Some(tat) = self.buckets.get(&key(client)) else {
-            return Ok(());
-        };
-        let (tat, now) = (tat.load(Ordering::Relaxed), self.now());
-        let ahead = tat.saturating_sub(now);
-        if ahead <= self.tolerance {
-            Ok(())
-        } else {
-            let wait = ahead - self.tolerance;
-            Err(u32::try_from(wait.div_ceil(1_000_000_000).max(1)).unwrap_or(u32::MAX))
-        }
+        self.0.check(&key(client))
     }
 
     /// A lookup by `client` found no valid token: spend one from its budget.
     pub fn spend(&self, client: IpAddr) {
-        let cell = self
-            .buckets
-            .get_with(key(client), || Arc::new(AtomicU64::new(0)));
-        let now = self.now();
-        let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-            Some(tat.max(now).saturating_add(self.interval))
-        });
+        self.0.spend(key(client));
     }
 }
 
@@ -100,6 +57,8 @@ fn key(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

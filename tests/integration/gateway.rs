@@ -437,8 +437,8 @@ async fn oversized_headers_are_431_and_declared_bodies_413() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_length"], 1000);
     // A streamed (chunked) body past the limit: 413, and the upstream
-    // never gets a byte past it — edge.rs,
-    // `a_clients_bad_body_is_400_or_413_never_502`.
+    // never gets a byte past it — tests/attacks/headers.rs,
+    // `h13_a_clients_bad_body_is_400_or_413_never_502`.
 }
 
 #[tokio::test]

@@ -1,0 +1,731 @@
+//! Section S: HTTP/2 attacks over raw frames (RFC 9113), which a
+//! well-behaved client library would never send (rapid reset,
+//! CONTINUATION flood, an HPACK bomb, too many concurrent streams), and
+//! slow or silent clients: slowloris, slow bodies, slow readers, idle
+//! sockets, connection and tunnel floods (`docs/http.md`, "Connections").
+//! Each must leave the gateway serving, and nothing but complete, valid
+//! requests may reach the upstream.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    raw, read_one, read_until_closed, recorder, responses, spawn_app, spawn_app_to, Recorder,
+    TestApp, CATCH_ALL, MARGIN,
+};
+use crate::{exchange, ROUTES as FRAMING_ROUTES};
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "public"
+path = "/"
+upstream = "UPSTREAM"
+public = true
+"#;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 0x1;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+const REFUSED_STREAM: u32 = 0x7;
+const END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1).
+fn int(out: &mut Vec<u8>, first: u8, n: u8, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128 + 128) as u8);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// A literal field with a literal name; `first` is 0x00 (without
+/// indexing) or 0x40 (with incremental indexing; 6-bit prefix).
+fn literal(out: &mut Vec<u8>, first: u8, name: &str, value: &str) {
+    int(out, first, if first == 0x40 { 6 } else { 4 }, 0);
+    int(out, 0, 7, name.len());
+    out.extend_from_slice(name.as_bytes());
+    int(out, 0, 7, value.len());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// A request header block for `GET path`.
+fn request_block(path: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    literal(&mut b, 0, ":method", "GET");
+    literal(&mut b, 0, ":scheme", "http");
+    literal(&mut b, 0, ":path", path);
+    literal(&mut b, 0, ":authority", "t");
+    b
+}
+
+/// A connection past the preface and our (empty) SETTINGS.
+async fn open(app: &TestApp) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(PREFACE).await.unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    s
+}
+
+/// The frames the server sends until it closes the connection or `bound`
+/// passes: (type, flags, stream, payload), and whether it closed.
+async fn frames(s: &mut TcpStream, bound: Duration) -> (Vec<(u8, u8, u32, Vec<u8>)>, bool) {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let mut closed = false;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let mut out = Vec::new();
+    let mut rest = &buf[..];
+    while rest.len() >= 9 {
+        let len = (rest[0] as usize) << 16 | (rest[1] as usize) << 8 | rest[2] as usize;
+        if rest.len() < 9 + len {
+            break;
+        }
+        let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+        out.push((rest[3], rest[4], stream, rest[9..9 + len].to_vec()));
+        rest = &rest[9 + len..];
+    }
+    (out, closed)
+}
+
+/// Did the server send GOAWAY with this error code?
+fn goaway_with(got: &[(u8, u8, u32, Vec<u8>)], code: u32) -> bool {
+    got.iter()
+        .any(|f| f.0 == GOAWAY && f.3.len() >= 8 && f.3[4..8] == code.to_be_bytes())
+}
+
+/// A normal h2 request on a fresh connection still gets its 200.
+async fn still_serves(app: &TestApp) {
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://t/ok").body(()).unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), res)
+        .await
+        .expect("no answer after the attack")
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn app() -> (TestApp, Recorder) {
+    let rec = recorder().await;
+    let app = spawn_app_to(ROUTES, rec.addr).await;
+    (app, rec)
+}
+
+/// Rapid reset (CVE-2023-44487): thousands of streams opened and reset at
+/// once. The connection is sent GOAWAY (ENHANCE_YOUR_CALM), the work is
+/// bounded, and the gateway keeps serving.
+///
+/// Case S1.
+#[tokio::test]
+async fn s01_rapid_reset_is_bounded() {
+    let (app, rec) = app().await;
+    let mut s = open(&app).await;
+    let block = request_block("/reset");
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..5000u32 {
+        let id = 2 * i + 1;
+        batch.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
+        batch.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+    }
+    // The server may close before all of it is written.
+    let _ = s.write_all(&batch).await;
+    let (got, _) = frames(&mut s, Duration::from_secs(3)).await;
+    // hyper's h2 answers the flood with GOAWAY ENHANCE_YOUR_CALM after a
+    // few dozen resets; none of the reset requests reached the upstream.
+    assert!(goaway_with(&got, ENHANCE_YOUR_CALM), "no GOAWAY: {got:?}");
+    assert!(rec.seen().len() <= 100, "{}", rec.seen().len());
+    assert!(start.elapsed() < Duration::from_secs(20));
+    still_serves(&app).await;
+}
+
+/// CONTINUATION flood: a header block that never ends. The connection is
+/// closed long before the flood is over, and no request is made of it.
+///
+/// Case S2.
+#[tokio::test]
+async fn s02_continuation_flood_is_cut_off() {
+    let (app, rec) = app().await;
+    let mut s = open(&app).await;
+    s.write_all(&frame(HEADERS, 0, 1, &request_block("/flood")))
+        .await
+        .unwrap();
+    let mut crumb = Vec::new();
+    literal(&mut crumb, 0, "x-flood", &"a".repeat(1000));
+    let cont = frame(CONTINUATION, 0, 1, &crumb);
+    let mut sent = 0usize;
+    let mut cut_off = false;
+    // Up to 64 MiB of CONTINUATION frames.
+    for _ in 0..(64 << 20) / cont.len() {
+        if s.write_all(&cont).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += cont.len();
+    }
+    if !cut_off {
+        let (_, closed) = frames(&mut s, Duration::from_secs(5)).await;
+        cut_off = closed;
+    }
+    assert!(cut_off, "the flood ran to its end ({sent} bytes)");
+    // Cut off within a few header lists' worth, not after 64 MiB.
+    assert!(sent < 4 << 20, "{sent} bytes accepted");
+    assert!(rec.seen().is_empty());
+    still_serves(&app).await;
+}
+
+/// HPACK bomb: one 4 KiB field put in the dynamic table, then referenced
+/// by its one-byte index thousands of times (16 MB decoded), then a
+/// plainly oversized header list. The connection is closed with GOAWAY,
+/// nothing is answered 200, nothing reaches the upstream.
+///
+/// Case S3.
+#[tokio::test]
+async fn s03_hpack_bomb_and_oversized_header_lists_are_refused() {
+    let (app, rec) = app().await;
+    let mut s = open(&app).await;
+    let mut block = request_block("/bomb");
+    literal(&mut block, 0x40, "x-bomb", &"b".repeat(4000));
+    // Index 62: the newest dynamic table entry (RFC 7541 §2.3.3).
+    block.extend(std::iter::repeat_n(0x80 | 62, 4000));
+    s.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    let mut big = request_block("/big");
+    literal(&mut big, 0, "x-big", &"c".repeat(15000));
+    literal(&mut big, 0, "x-big2", &"c".repeat(15000));
+    let (first, rest) = big.split_at(10000);
+    let _ = s.write_all(&frame(HEADERS, END_STREAM, 3, first)).await;
+    let _ = s
+        .write_all(&frame(CONTINUATION, END_HEADERS, 3, rest))
+        .await;
+    let (got, closed) = frames(&mut s, Duration::from_secs(2)).await;
+    // The decoded list passes max_header_bytes: GOAWAY ENHANCE_YOUR_CALM and
+    // the connection closed.
+    assert!(closed && goaway_with(&got, ENHANCE_YOUR_CALM), "{got:?}");
+    for (kind, _, stream, payload) in &got {
+        if *kind == HEADERS {
+            // 0x88 is `:status: 200` from the static table.
+            assert_ne!(
+                payload.first(),
+                Some(&0x88),
+                "stream {stream} was answered 200"
+            );
+        }
+    }
+    assert!(rec.seen().is_empty(), "{:?}", rec.seen());
+    still_serves(&app).await;
+}
+
+/// More concurrent streams than the advertised 100: each one past it is
+/// refused (RST_STREAM REFUSED_STREAM, RFC 9113 §5.1.2), the connection
+/// stays, and the upstream gets exactly the 100 admitted.
+///
+/// Case S4.
+#[tokio::test]
+async fn s04_too_many_concurrent_streams_are_refused() {
+    let (app, rec) = app().await;
+    let mut s = open(&app).await;
+    let mut batch = Vec::new();
+    for i in 0..150u32 {
+        // Open streams: headers without END_STREAM, a body still to come.
+        batch.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            2 * i + 1,
+            &request_block("/open"),
+        ));
+    }
+    s.write_all(&batch).await.unwrap();
+    let (got, closed) = frames(&mut s, Duration::from_secs(2)).await;
+    let refused = got
+        .iter()
+        .filter(|f| f.0 == RST_STREAM && f.3 == REFUSED_STREAM.to_be_bytes())
+        .count();
+    // Streams past the 100th are refused one by one; the connection stays.
+    assert_eq!(
+        refused,
+        50,
+        "frames {:?}",
+        got.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    assert!(!closed && !goaway_with(&got, ENHANCE_YOUR_CALM));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rec.seen().len() < 100 {
+        assert!(Instant::now() < deadline, "{}", rec.seen().len());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rec.seen().len(), 100);
+    // Finish one stream: it is served normally.
+    let _ = s.write_all(&frame(DATA, END_STREAM, 1, b"")).await;
+    still_serves(&app).await;
+}
+
+fn with_server(server: &str) -> String {
+    format!("[server]\n{server}\n{CATCH_ALL}")
+}
+
+/// A body that stops arriving: the upstream waits for it, and the route
+/// deadline answers 504; the upstream never saw a complete body.
+///
+/// Case S6.
+#[tokio::test]
+async fn s06_a_slow_post_body_is_cut_off_by_the_deadline() {
+    let rec = recorder().await;
+    let app = spawn_app_to(
+        &FRAMING_ROUTES.replace("[server]\n", "[server]\nrequest_timeout_secs = 1\n"),
+        rec.addr,
+    )
+    .await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (all, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    let took = start.elapsed();
+    let rs = responses(&all);
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(rs[0].status, 504);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let seen = rec.settled(0).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body_complete, Some(false));
+    assert!(seen[0].body_bytes <= 10);
+}
+
+/// A client that goes away mid-upload: the upstream request is cancelled
+/// (its body ends in an error) rather than left waiting.
+#[tokio::test]
+async fn a_client_abort_mid_upload_cancels_the_upstream_request() {
+    let (app, rec) = app().await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"POST /public HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 1000]).await.unwrap();
+    // Wait until the upstream has the request, then vanish.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rec.seen().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(s);
+    let seen = rec.settled(0).await;
+    assert_eq!(seen[0].body_complete, Some(false), "{seen:?}");
+    assert!(seen[0].body_bytes <= 1000);
+}
+
+/// A client that never reads its response: the download stalls against
+/// the client's TCP window (nothing is buffered without bound), and other
+/// clients are served meanwhile.
+///
+/// Case S7.
+#[tokio::test]
+async fn s07_a_client_that_never_reads_does_not_stall_others() {
+    let (app, _rec) = app().await;
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /public/big HTTP/1.1\r\nHost: t\r\nx-echo-bytes: 67108864\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let (rs, _) = exchange(
+            &app,
+            b"GET /public/ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(rs[0].status, 200);
+    }
+    // The slow reader's connection is still open, its answer unread.
+    let mut one = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(100), slow.read(&mut one)).await;
+    assert!(still_open.map_or(true, |r| r.is_ok_and(|n| n == 1)));
+}
+
+/// An upstream that resets mid-body after sending its head: the client's
+/// connection is aborted (the status was already sent), and the gateway
+/// goes on serving.
+#[tokio::test]
+async fn an_upstream_reset_mid_body_aborts_the_client_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if got.starts_with(b"GET /public/ok") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    .await;
+                let _ = s.write_all(&[b'x'; 1000]).await;
+                let _ = s.flush().await;
+                // SO_LINGER 0: close with a reset, not a FIN.
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                drop(s);
+            });
+        }
+    });
+    let app = spawn_app_to(ROUTES, up).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /public/reset HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (all, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(closed, "the client connection was not aborted");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = all.len() - all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() - 4;
+    assert!(body < 100000, "the body looked complete");
+    let (rs, _) = exchange(
+        &app,
+        b"GET /public/ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(rs[0].status, 200);
+}
+
+/// Silent sockets, partial HTTP/2 prefaces and a preface followed by
+/// nothing are all closed once `header_read_timeout` passes, so they
+/// cannot hold `max_connections`: with exactly as many places as silent
+/// sockets, a real request waits for them and then gets through.
+///
+/// Cases S5, S8.
+#[tokio::test]
+async fn s05_silent_sockets_and_partial_prefaces_are_closed_at_the_header_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let n = 8;
+    let app = spawn_app(&with_server(&format!(
+        "header_read_timeout_secs = 1\nmax_connections = {}",
+        3 * n
+    )))
+    .await;
+    let start = Instant::now();
+    let mut socks = Vec::new();
+    for i in 0..3 * n {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        match i % 3 {
+            0 => {}
+            1 => s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
+            _ => s
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap(),
+        }
+        socks.push(s);
+    }
+    // Every place is taken: this request waits for one.
+    let real = tokio::spawn(async move {
+        let r = raw(
+            app.addr,
+            b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        (r.status, app)
+    });
+    let closed = join_all(socks.iter_mut().map(|s| async {
+        let (_, closed) = read_until_closed(s, 10 * timeout).await;
+        (closed, start.elapsed())
+    }))
+    .await;
+    for (i, (closed, took)) in closed.into_iter().enumerate() {
+        assert!(closed, "socket {i} was never closed");
+        assert!(
+            took >= timeout * 9 / 10,
+            "socket {i} closed early: {took:?}"
+        );
+        // A complete preface then silence gets one more period for the
+        // goodbye (GOAWAY).
+        assert!(
+            took < 2 * timeout + MARGIN,
+            "socket {i} closed late: {took:?}"
+        );
+    }
+    let (status, _app) = tokio::time::timeout(2 * timeout + MARGIN, real)
+        .await
+        .expect("the real request never got through")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+/// An HTTP/2 connection whose streams are all done is closed (GOAWAY) once
+/// it has been idle for `header_read_timeout`.
+///
+/// Case S8.
+#[tokio::test]
+async fn s08_an_idle_http2_connection_is_closed() {
+    let timeout = Duration::from_secs(1);
+    let app = spawn_app(&with_server("header_read_timeout_secs = 1")).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/x", app.addr))
+        .body(())
+        .unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    // The server's idle period began a little before the client has read
+    // the whole answer, so the lower bound has slack for that.
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(2 * timeout + MARGIN, driver).await;
+    let took = idle.elapsed();
+    assert!(ended.is_ok(), "the idle connection was not closed");
+    assert!(took >= timeout / 2, "closed early: {took:?}");
+    // The client was still willing: it had not dropped its handle.
+    drop(client);
+}
+
+/// Open a keep-alive connection and have one request answered on it.
+async fn answered_keep_alive(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s).await.status, 200);
+    s
+}
+
+/// `max_connections` counts the connections of every proxy thread: with
+/// four places taken, further connections are accepted by the kernel but
+/// not served until one of the four closes (backpressure, not an error).
+///
+/// Case S8.
+#[tokio::test]
+async fn s08_max_connections_is_one_limit_for_the_process() {
+    let app = spawn_app(&with_server(
+        "max_connections = 4\nheader_read_timeout_secs = 30",
+    ))
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(answered_keep_alive(app.addr).await);
+    }
+    // Whichever proxy thread the kernel gives them to, none is served.
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        waiting.push(s);
+    }
+    let answered = join_all(waiting.iter_mut().map(|s| async {
+        tokio::time::timeout(Duration::from_millis(500), read_one(s))
+            .await
+            .is_ok()
+    }))
+    .await;
+    assert_eq!(answered, [false; 4], "served past max_connections");
+    // One place frees: the waiting connections are served one after the
+    // other (each closes after its answer).
+    drop(open.pop());
+    let answers = join_all(waiting.iter_mut().map(|s| async {
+        tokio::time::timeout(Duration::from_secs(10), read_one(s))
+            .await
+            .map(|r| r.status)
+    }))
+    .await;
+    for a in answers {
+        assert_eq!(a.expect("a waiting connection was never served"), 200);
+    }
+}
+
+/// A WebSocket tunnel keeps its connection's place for as long as it is
+/// open, and is closed after `request_timeout_secs` without traffic in
+/// either direction; traffic keeps it open.
+///
+/// Case S8.
+#[tokio::test]
+async fn s08_websocket_tunnels_count_against_max_connections_and_idle_out() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let idle = Duration::from_secs(2);
+    let app = spawn_app(&with_server(
+        "max_connections = 4\nheader_read_timeout_secs = 30\nrequest_timeout_secs = 2",
+    ))
+    .await;
+    let url = format!("ws://{}/ws", app.addr);
+    let addr = app.addr;
+    let open = move |url: String| async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+        ws
+    };
+    let start = Instant::now();
+    let mut tunnels = Vec::new();
+    for _ in 0..4 {
+        tunnels.push(open(url.clone()).await);
+    }
+    // A fifth tunnel waits for a place.
+    let fifth = tokio::spawn(open(url.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !fifth.is_finished(),
+        "a fifth tunnel opened past max_connections"
+    );
+    // One tunnel talks every 400 ms and stays open; the three others idle
+    // out after `idle`, and the fifth gets a place.
+    let mut busy = tunnels.pop().unwrap();
+    let talker = tokio::spawn(async move {
+        let until = Instant::now() + idle + Duration::from_secs(1);
+        while Instant::now() < until {
+            busy.send(Message::text("ping")).await.unwrap();
+            assert_eq!(busy.next().await.unwrap().unwrap(), Message::text("ping"));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        busy
+    });
+    for mut ws in tunnels {
+        let end = tokio::time::timeout(idle + MARGIN, ws.next()).await;
+        let took = start.elapsed();
+        match end {
+            Ok(None) | Ok(Some(Err(_))) => {}
+            Ok(Some(Ok(m))) if m.is_close() => {}
+            other => panic!("an idle tunnel was not closed: {other:?}"),
+        }
+        assert!(took >= idle * 9 / 10, "closed early: {took:?}");
+    }
+    let fifth = tokio::time::timeout(idle + MARGIN, fifth)
+        .await
+        .expect("the fifth tunnel never got a place")
+        .unwrap();
+    let mut busy = talker.await.unwrap();
+    // Past the idle timeout, the talking tunnel is still open.
+    busy.send(Message::text("still")).await.unwrap();
+    assert_eq!(busy.next().await.unwrap().unwrap(), Message::text("still"));
+    drop(fifth);
+}
+
+/// At shutdown a tunnel is in flight like a request: it goes on during
+/// `shutdown_grace_secs`, and is closed when the grace period is over.
+#[tokio::test]
+async fn websocket_tunnels_drain_at_shutdown() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let grace = Duration::from_secs(1);
+    let app = spawn_app(&with_server("shutdown_grace_secs = 1")).await;
+    let tcp = TcpStream::connect(app.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    let start = Instant::now();
+    app._stop.send(true).unwrap();
+    // Draining: new connections are no longer accepted...
+    let deadline = Instant::now() + MARGIN;
+    while TcpStream::connect(app.addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...but the tunnel still carries traffic within the grace period.
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("during"));
+    assert!(start.elapsed() < grace, "too slow to tell");
+    let end = tokio::time::timeout(grace + MARGIN, ws.next()).await;
+    let took = start.elapsed();
+    match end {
+        Ok(None) | Ok(Some(Err(_))) => {}
+        Ok(Some(Ok(m))) if m.is_close() => {}
+        other => panic!("the tunnel outlived the grace period: {other:?}"),
+    }
+    assert!(
+        took >= grace * 9 / 10,
+        "closed before the grace period: {took:?}"
+    );
+}
+
+/// Case S5: slowloris, a head trickled one byte at a time. The header
+/// read timeout bounds the whole head, not the gap between bytes: with
+/// `header_read_timeout_secs = 1` and a byte every 100 ms (each gap well
+/// within the timeout), the connection is closed about 1 s after it
+/// opened, and nothing reaches the upstream.
+#[tokio::test]
+async fn s05_a_trickled_head_is_cut_off_at_the_header_read_timeout() {
+    let timeout = Duration::from_secs(1);
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server("header_read_timeout_secs = 1"), rec.addr).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    let start = Instant::now();
+    let head = format!(
+        "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(200)
+    );
+    let mut closed_after = None;
+    for b in head.as_bytes() {
+        if s.write_all(&[*b]).await.is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(start.elapsed());
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        assert!(start.elapsed() < timeout + MARGIN, "never closed");
+    }
+    let took = closed_after.expect("the whole head was sent before the timeout");
+    assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
+    assert!(rec.seen().is_empty(), "{:?}", rec.seen());
+}
