@@ -55,7 +55,7 @@ count() {
   callgrind_control -d "$VPID" >/dev/null
   kill "$VPID"; wait "$VPID" 2>/dev/null || true
   local total; total=$(callgrind_annotate "$(ls -t "$WORK"/cg."$1".*.1 | head -1)" 2>/dev/null |
-    awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}')
   printf '%-10s %8d instructions per request   (%s)\n' "$1" $((total / N)) "$codes"
 }
 
