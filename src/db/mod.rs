@@ -296,7 +296,11 @@ pub async fn connect(
     }
 }
 
-/// UNIX seconds now (the unit of `expires`/`created` columns).
+/// UNIX seconds now by this process's wall clock. Never for token,
+/// refresh or code lifetimes: those are written and checked with the
+/// database's clock (SQL `scopegate_unix_now()`, `docs/security.md`,
+/// "Clocks"); this is for what one process signs and checks itself (the
+/// login form's anti-CSRF token) and for tests.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
