@@ -226,3 +226,78 @@ async fn f04_an_exhausted_pool_is_a_fast_503_and_cached_tokens_pass() {
     drop(held);
     assert_eq!(raw_get(app.addr, "/api", &bearer(&cold)).await.status, 200);
 }
+
+/// F3: the database hung (connections open, nothing comes back, as with
+/// SIGSTOP) under `/oauth/*`: a refresh, a login and a revocation each
+/// get 503 + `Retry-After` within the endpoint's bound (the form body's
+/// deadline, here 1 s, plus 10 s) instead of hanging; the refresh was
+/// rolled back whole, so once the database answers the same refresh
+/// token rotates.
+#[tokio::test]
+async fn f03_oauth_requests_on_a_hung_database_are_503_within_a_bound() {
+    let db = TestDb::new().await;
+    let proxy = FaultProxy::to_db(&db).await;
+    let url = db.url_via(&proxy);
+    let app = spawn_app_via(
+        &format!("[server]\nrequest_timeout_secs = 1\n{CONFIG}"),
+        db,
+        url,
+    )
+    .await;
+    new_account(&app, "rita", "pw", &["orders:read"]).await;
+    let (access, refresh_token) = login(&app, "rita", "pw").await.pair();
+
+    proxy.stall();
+    let bound = Duration::from_secs(1 + 10) + MARGIN;
+    let revoke_body = format!("token={access}");
+    let refresh_params = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token.as_str()),
+    ];
+    let start = Instant::now();
+    let (refreshed, logged_in, revoked) = tokio::join!(
+        token_at(app.addr, &refresh_params),
+        login(&app, "rita", "pw"),
+        crate::support::send(
+            crate::support::http()
+                .post(app.url("/oauth/revoke"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(revoke_body),
+        ),
+    );
+    let took = start.elapsed();
+    for (what, r) in [
+        ("refresh", &refreshed),
+        ("login", &logged_in),
+        ("revoke", &revoked),
+    ] {
+        assert_eq!(
+            r.status,
+            503,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.header("retry-after").is_some(), "{what}");
+        r.assert_no_store();
+    }
+    assert!(took < bound, "answered after {took:?}");
+
+    proxy.restore();
+    let start = Instant::now();
+    let rotated = loop {
+        let r = token_at(
+            app.addr,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh_token),
+            ],
+        )
+        .await;
+        if r.status != 503 {
+            break r;
+        }
+        assert!(start.elapsed() < 5 * MARGIN, "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    rotated.pair();
+}
