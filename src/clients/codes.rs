@@ -116,7 +116,7 @@ WITH c AS (
 SELECT code_id FROM c";
 
 /// A new code (in clear, to put in the redirect; only its hash is stored),
-/// living `ttl` from the database's `now()` (`docs/security.md`, "Clocks").
+/// living `ttl` from the database's clock (`docs/security.md`, "Clocks").
 pub async fn create(pool: &Pool, new: NewCode<'_>) -> Result<Secret, CodeError> {
     let code = secret::new_code()?;
     let ttl = i64::try_from(new.ttl.as_secs()).unwrap_or(600);

@@ -143,7 +143,7 @@ pub(super) fn new_token(kind: Kind) -> Result<String, IssueError> {
 
 /// Issue a new access + refresh pair for `account_id` carrying `grant`, in
 /// one statement on `client` (a connection or a transaction). Lifetimes
-/// start at the database's `now()` (`docs/security.md`, "Clocks").
+/// start at the database's clock (`docs/security.md`, "Clocks").
 /// `oauth_client`: the OAuth client (its integer id) the pair is issued
 /// through, if any; both tokens record it.
 pub async fn issue<C: GenericClient>(

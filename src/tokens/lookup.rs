@@ -54,7 +54,7 @@ SELECT t.token_id, a.account_id, a.username, a.is_active, t.active, t.expires, t
        COALESCE(array_agg(s.scope_value ORDER BY s.scope_value)
                 FILTER (WHERE s.scope_value IS NOT NULL), '{}') AS scopes,
        c.client_id,
-       (t.expires * 1000 - floor(extract(epoch FROM now()) * 1000))::BIGINT AS left_ms
+       (t.expires * 1000 - floor(extract(epoch FROM statement_timestamp()) * 1000))::BIGINT AS left_ms
   FROM access_tokens t
   JOIN account_tokens at ON at.token_id = t.token_id
   JOIN accounts a ON a.account_id = at.account_id

@@ -98,7 +98,7 @@ pub async fn sweep(pool: &Pool, now: i64, batch: i64) -> Result<Swept, DbError> 
     Ok(swept)
 }
 
-/// [`sweep`] of what expired before the database's `now()`: the clock
+/// [`sweep`] of what expired before the database's clock: the clock
 /// that decides expiry (`docs/security.md`, "Clocks"), so a gateway whose
 /// clock runs ahead never deletes a token the others still accept.
 async fn sweep_now(pool: &Pool) -> Result<Swept, DbError> {
