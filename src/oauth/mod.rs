@@ -47,7 +47,7 @@ use hyper::body::Incoming;
 use crate::accounts::password::Hasher;
 use crate::body::{self, Body};
 use crate::config::{Config, TokenConfig};
-use crate::db::{DbError, DbPool};
+use crate::db::DbPool;
 use crate::error::{require_method, Rejection};
 use crate::metrics::RouteStats;
 use crate::request::RequestCtx;
@@ -55,13 +55,6 @@ use crate::tokens::bearer::{credentials, Credentials};
 use crate::tokens::cache::{Identity, Validator};
 use form::Form;
 use throttle::{Attempt, Throttle};
-
-/// How long an `/oauth/*` request may take beyond reading its form body
-/// (database statements, each limited to 5 s by the server when it answers
-/// at all, the hashing queue and argon2): past it, the database is taken
-/// for hung and the answer is 503 + `Retry-After` (`docs/security.md`,
-/// "Faults").
-const WORK_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The OAuth endpoint's state.
 pub struct OAuth {
@@ -257,7 +250,7 @@ impl OAuth {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let client = ctx.client;
-        let deadline = self.body_deadline + WORK_DEADLINE;
+        let deadline = self.body_deadline + crate::db::REQUEST_WORK_DEADLINE;
         let work = async {
             match endpoint {
                 Endpoint::Token => token::handle(self, req, client).await,
@@ -270,17 +263,9 @@ impl OAuth {
                 Endpoint::Unknown => Err(Rejection::NotFound),
             }
         };
-        // A database that stops answering (connections open, nothing comes
-        // back) would hold the request forever: past the deadline it is
-        // "unavailable", 503 + Retry-After. Dropping the work drops its
-        // transaction uncommitted.
-        let result = match tokio::time::timeout(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(Rejection::from(DbError::Unavailable(format!(
-                "an /oauth request not answered within {} s",
-                deadline.as_secs()
-            )))),
-        };
+        let result = crate::db::within(deadline, work)
+            .await
+            .unwrap_or_else(|hung| Err(hung.into()));
         let mut response = result.unwrap_or_else(Rejection::into_response);
         let h = response.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -228,13 +228,13 @@ async fn f04_an_exhausted_pool_is_a_fast_503_and_cached_tokens_pass() {
 }
 
 /// F3: the database hung (connections open, nothing comes back, as with
-/// SIGSTOP) under `/oauth/*`: a refresh, a login and a revocation each
-/// get 503 + `Retry-After` within the endpoint's bound (the form body's
-/// deadline, here 1 s, plus 10 s) instead of hanging; the refresh was
-/// rolled back whole, so once the database answers the same refresh
-/// token rotates.
+/// SIGSTOP) under `/oauth/*` and the admin API: a refresh, a login, a
+/// revocation and an admin listing (its caller's token cached) each get
+/// 503 + `Retry-After` within the bound (the body's deadline, here 1 s,
+/// plus 10 s) instead of hanging; the refresh was rolled back whole, so
+/// once the database answers the same refresh token rotates.
 #[tokio::test]
-async fn f03_oauth_requests_on_a_hung_database_are_503_within_a_bound() {
+async fn f03_oauth_and_admin_requests_on_a_hung_database_are_503_within_a_bound() {
     let db = TestDb::new().await;
     let proxy = FaultProxy::to_db(&db).await;
     let url = db.url_via(&proxy);
@@ -246,9 +246,29 @@ async fn f03_oauth_requests_on_a_hung_database_are_503_within_a_bound() {
     .await;
     new_account(&app, "rita", "pw", &["orders:read"]).await;
     let (access, refresh_token) = login(&app, "rita", "pw").await.pair();
+    let admin = insert_token(&app.db, "root", &["scopegate:admin"], 3600).await;
+    let accounts = format!("http://{}/admin/accounts", app.admin);
+    let list = || crate::support::send(crate::support::http().get(&accounts).bearer_auth(&admin));
+    assert_eq!(list().await.status, 200);
 
     proxy.stall();
     let bound = Duration::from_secs(1 + 10) + MARGIN;
+    // The admin API first, alone: its caller's token is still trusted
+    // from the cache, so the listing itself meets the hung database.
+    let start = Instant::now();
+    let listed = list().await;
+    assert_eq!(
+        listed.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&listed.body)
+    );
+    assert!(listed.header("retry-after").is_some());
+    assert!(
+        start.elapsed() < bound,
+        "answered after {:?}",
+        start.elapsed()
+    );
     let revoke_body = format!("token={access}");
     let refresh_params = [
         ("grant_type", "refresh_token"),
