@@ -28,8 +28,9 @@ async fn metric(admin: SocketAddr, name: &str) -> f64 {
 }
 
 /// F8: each kind of broken file sent with SIGHUP (a syntax error, an
-/// invalid scope, a route without upstream, two routes of one name, an
-/// unknown key, a route under `/oauth`) is refused whole: the errors and
+/// invalid scope, a route without upstream, two routes of one name, a
+/// route an identical earlier one shadows, an unknown key, a route under
+/// `/oauth`) is refused whole: the errors and
 /// the refusal are logged, the previous routes keep serving, nothing of
 /// the new file is applied, and `/metrics` counts it and says the last
 /// reload failed. A valid file then applies (and clears that), and one
@@ -50,6 +51,10 @@ async fn f08_a_broken_config_is_refused_whole_and_the_old_one_serves() {
         ),
         ("upstream", format!("{new}[[routes]]\nname = \"u\"\npath = \"/u\"\npublic = true\n")),
         ("duplicate", format!("{new}{}", route("new", up.addr))),
+        (
+            "shadowed",
+            format!("{new}{}", route("new", up.addr).replace("\"new\"", "\"twin\"")),
+        ),
         ("unknown key", format!("{new}[cache]\nmax_entires = 5\n")),
         ("oauth", format!("{new}{}", route("oauth", up.addr).replace("/oauth", "/oauth/x"))),
     ];
