@@ -495,11 +495,11 @@ pub async fn insert_token(
     };
     let token = crate::tokens::generate(crate::tokens::Kind::Access).expect("test setup query");
     let hash = crate::tokens::hash_hex(&crate::tokens::hash(&token));
-    let now = crate::db::unix_now();
     let token_id: i64 = conn
         .query_one(
-            "INSERT INTO access_tokens (token, expires, created) VALUES ($1, $2, $3) RETURNING token_id",
-            &[&hash, &(now + ttl_secs), &now],
+            "INSERT INTO access_tokens (token, expires, created)
+             VALUES ($1, scopegate_unix_now() + $2, scopegate_unix_now()) RETURNING token_id",
+            &[&hash, &ttl_secs],
         )
         .await
         .expect("test setup query")

@@ -366,6 +366,12 @@ impl Sources {
             "Configuration reloads refused (the new file was invalid; the old one keeps serving).",
             load(&r.failed),
         )?;
+        gauge(
+            e,
+            "reload_last_failed",
+            "1 while the latest reload was refused (the file on disk is not what serves).",
+            u64::from(r.last_failed.load(Ordering::Relaxed)),
+        )?;
         let s = &self.sweep;
         counter(e, "sweeps", "Cleanup sweeps run.", load(&s.sweeps))?;
         counter(

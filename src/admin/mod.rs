@@ -127,7 +127,10 @@ impl Admin {
     pub async fn handle<B: AdminBody>(&self, req: Request<B>, client: IpAddr) -> Response<Body> {
         let path = req.uri().path();
         let result = if path == "/admin" || path.starts_with("/admin/") {
-            self.api(req, client).await
+            let deadline = self.body_deadline + crate::db::REQUEST_WORK_DEADLINE;
+            crate::db::within(deadline, self.api(req, client))
+                .await
+                .unwrap_or_else(|hung| Err(hung.into()))
         } else {
             match (req.method(), path) {
                 (&Method::GET | &Method::HEAD, "/healthz") => Ok(text(StatusCode::OK, "ok\n")),

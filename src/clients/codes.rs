@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use super::secret::{self, Secret};
 use super::store::ClientScope;
-use crate::db::{classify, unix_now, DbError};
+use crate::db::{classify, DbError};
 use crate::tokens::issue::IssueError;
 use crate::tokens::{revoke, TokenHash};
 
@@ -108,18 +108,18 @@ const CREATE: &str = "
 WITH c AS (
     INSERT INTO authorization_codes
         (code, client_pk, account_id, redirect_uri, code_challenge, password_check, expires, created)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    VALUES ($1, $2, $3, $4, $5, $6, scopegate_unix_now() + $7, scopegate_unix_now())
     RETURNING code_id
 ), s AS (
-    INSERT INTO authorization_code_scopes (code_id, scope_id) SELECT c.code_id, x FROM c, unnest($9::INT[]) AS x
+    INSERT INTO authorization_code_scopes (code_id, scope_id) SELECT c.code_id, x FROM c, unnest($8::INT[]) AS x
 )
 SELECT code_id FROM c";
 
-/// A new code (in clear, to put in the redirect; only its hash is stored).
+/// A new code (in clear, to put in the redirect; only its hash is stored),
+/// living `ttl` from the database's clock (`docs/security.md`, "Clocks").
 pub async fn create(pool: &Pool, new: NewCode<'_>) -> Result<Secret, CodeError> {
     let code = secret::new_code()?;
-    let now = unix_now();
-    let expires = now + i64::try_from(new.ttl.as_secs()).unwrap_or(600);
+    let ttl = i64::try_from(new.ttl.as_secs()).unwrap_or(600);
     let mut ids = new.scope_ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -134,8 +134,7 @@ pub async fn create(pool: &Pool, new: NewCode<'_>) -> Result<Secret, CodeError> 
             &new.redirect_uri,
             &new.code_challenge,
             &password_check(new.password_hash),
-            &expires,
-            &now,
+            &ttl,
             &ids,
         ],
     )
@@ -174,8 +173,8 @@ impl<'a> Exchange<'a> {
     pub async fn finish(self, refresh_token_id: i64) -> Result<(), DbError> {
         self.tx
             .execute(
-                "UPDATE authorization_codes SET used_at = $2, refresh_token_id = $3 WHERE code_id = $1",
-                &[&self.code_id, &unix_now(), &refresh_token_id],
+                "UPDATE authorization_codes SET used_at = scopegate_unix_now(), refresh_token_id = $2 WHERE code_id = $1",
+                &[&self.code_id, &refresh_token_id],
             )
             .await
             .map_err(classify)?;
@@ -185,7 +184,7 @@ impl<'a> Exchange<'a> {
 
 const LOCK_CODE: &str = "
 SELECT k.code_id, k.client_pk, k.account_id, k.redirect_uri, k.code_challenge, k.password_check,
-       k.expires, k.used_at, k.refresh_token_id, a.is_active, a.password,
+       k.expires > scopegate_unix_now(), k.used_at, k.refresh_token_id, a.is_active, a.password,
        COALESCE(ARRAY(SELECT s.scope_id FROM authorization_code_scopes x JOIN scopes s ON s.scope_id = x.scope_id
                        WHERE x.code_id = k.code_id ORDER BY s.scope_value), '{}'),
        COALESCE(ARRAY(SELECT s.scope_value FROM authorization_code_scopes x JOIN scopes s ON s.scope_id = x.scope_id
@@ -223,7 +222,7 @@ pub async fn redeem<'a>(
             row.try_get::<_, String>(3)?,
             row.try_get::<_, String>(4)?,
             row.try_get::<_, String>(5)?,
-            row.try_get::<_, i64>(6)?,
+            row.try_get::<_, bool>(6)?,
             row.try_get::<_, Option<i64>>(7)?,
             row.try_get::<_, Option<i64>>(8)?,
             row.try_get::<_, bool>(9)?,
@@ -237,7 +236,7 @@ pub async fn redeem<'a>(
         code_redirect,
         challenge,
         check,
-        expires,
+        unexpired,
         used_at,
         issued,
         active,
@@ -252,7 +251,7 @@ pub async fn redeem<'a>(
         return Ok(Redeem::Reused { revoked });
     }
     let valid = code_client == client_pk
-        && expires > unix_now()
+        && unexpired
         && code_redirect == redirect_uri
         && verifier_matches(code_verifier, &challenge)
         && active

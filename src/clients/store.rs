@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::secret::{self, Secret};
 use super::{redirect, service_account_name, SERVICE_ACCOUNT_PASSWORD};
-use crate::db::{classify, unix_now, DbError};
+use crate::db::{classify, DbError};
 use crate::tokens::TokenHash;
 
 /// A client as the CLI and the admin API show it (never its secret).
@@ -193,14 +193,8 @@ pub async fn create(pool: &Pool, new: NewClient) -> Result<Created, ClientError>
     let pk: i32 = tx
         .query_one(
             "INSERT INTO clients (client_id, client_name, secret_hash, account_id, created)
-             VALUES ($1, $2, $3, $4, $5) RETURNING client_pk",
-            &[
-                &client_id,
-                &new.name,
-                &secret_hash,
-                &account_id,
-                &unix_now(),
-            ],
+             VALUES ($1, $2, $3, $4, scopegate_unix_now()) RETURNING client_pk",
+            &[&client_id, &new.name, &secret_hash, &account_id],
         )
         .await
         .map_err(|e| match classify(e) {

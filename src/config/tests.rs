@@ -107,6 +107,52 @@ fn duplicate_route_names() {
     );
 }
 
+/// A route an earlier one takes every request from is refused; one that
+/// keeps a method of its own, or differs in host, is a policy.
+#[test]
+fn routes_that_can_never_match_are_refused() {
+    let second =
+        |extra: &str| format!("{ROUTE}{extra}{}", ROUTE.replace("\"orders\"", "\"other\""));
+    let e = errors(&second(""));
+    assert_eq!(
+        e,
+        vec!["test.toml: routes[1] \"other\".path: never matches: routes[0] has the same path and host and allows every method this one does"]
+    );
+    // The earlier route allows GET and POST; the later only GET: refused.
+    let narrowed = format!(
+        "{}{}",
+        ROUTE.replace("scopes", "methods = [\"GET\", \"POST\"]\nscopes"),
+        ROUTE
+            .replace("\"orders\"", "\"other\"")
+            .replace("scopes", "methods = [\"GET\"]\nscopes")
+    );
+    assert_eq!(errors(&narrowed).len(), 1);
+    // Disjoint methods, a wider later route, another host: all accepted.
+    for ok in [
+        format!(
+            "{}{}",
+            ROUTE.replace("scopes", "methods = [\"GET\"]\nscopes"),
+            ROUTE
+                .replace("\"orders\"", "\"other\"")
+                .replace("scopes", "methods = [\"POST\"]\nscopes")
+        ),
+        format!(
+            "{}{}",
+            ROUTE.replace("scopes", "methods = [\"GET\"]\nscopes"),
+            ROUTE.replace("\"orders\"", "\"other\"")
+        ),
+        second("")
+            .replacen("scopes", "host = \"api.example.com\"\nscopes", 2)
+            .replacen(
+                "host = \"api.example.com\"",
+                "host = \"other.example.com\"",
+                1,
+            ),
+    ] {
+        assert!(parse(&ok).is_ok(), "{ok}");
+    }
+}
+
 #[test]
 fn bad_upstream_urls() {
     for (bad, needle) in [
@@ -186,11 +232,15 @@ fn access_policy_is_built_at_load() {
         "{ROUTE}{}{}",
         ROUTE
             .replace("\"orders\"", "\"pub\"")
+            .replace("/api/orders", "/api/pub")
             .replace("scopes = [\"orders:read\"]", "public = true"),
-        ROUTE.replace("\"orders\"", "\"any\"").replace(
-            "scopes = [\"orders:read\"]",
-            "any_scopes = [\"a\", \"b:*\"]"
-        ),
+        ROUTE
+            .replace("\"orders\"", "\"any\"")
+            .replace("/api/orders", "/api/any")
+            .replace(
+                "scopes = [\"orders:read\"]",
+                "any_scopes = [\"a\", \"b:*\"]"
+            ),
     ))
     .unwrap();
     assert!(!c.routes[0].access.is_public());

@@ -263,6 +263,17 @@ impl Errors {
                     );
                     continue;
                 }
+                if let Some(prev) = out.iter().position(|r| shadows(r, &route)) {
+                    // As nginx refuses a duplicate `location`: a route that
+                    // can never match is a mistake, not a policy.
+                    self.push(
+                        &format!("{loc}.path"),
+                        format!(
+                            "never matches: routes[{prev}] has the same path and host and allows every method this one does"
+                        ),
+                    );
+                    continue;
+                }
                 out.push(route);
             }
         }
@@ -518,4 +529,17 @@ fn parse_issuer(s: &str) -> Result<String, String> {
         authority.as_str().to_ascii_lowercase(),
         uri.path().trim_end_matches('/')
     ))
+}
+
+/// Does `earlier` take every request `later` could match? The same prefix
+/// and host, and every method `later` allows (first in file order wins
+/// among routes of one prefix and host, `docs/configuration.md`).
+fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    earlier.path == later.path
+        && earlier.host == later.host
+        && match (&earlier.methods, &later.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+        }
 }

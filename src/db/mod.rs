@@ -296,7 +296,35 @@ pub async fn connect(
     }
 }
 
-/// UNIX seconds now (the unit of `expires`/`created` columns).
+/// How long a request's work may take beyond reading its body (database
+/// statements, each limited to 5 s by the server when it answers at all,
+/// password hashing): past it, the database is taken for hung
+/// ([`within`]). For the `/oauth/*` endpoints and the admin API; a token
+/// validation has its own, shorter `cache.db_deadline_ms`.
+pub const REQUEST_WORK_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Run a request's `work` for at most `deadline`. A database that stops
+/// answering (connections open, nothing comes back) would hold it forever:
+/// past the deadline it is [`DbError::Unavailable`] (503 + `Retry-After`,
+/// `docs/security.md`, "Faults"). Dropping the work drops any transaction
+/// it holds uncommitted.
+pub async fn within<T>(
+    deadline: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(deadline, work).await.map_err(|_| {
+        DbError::Unavailable(format!(
+            "a request not answered within {} s",
+            deadline.as_secs()
+        ))
+    })
+}
+
+/// UNIX seconds now by this process's wall clock. Never for token,
+/// refresh or code lifetimes: those are written and checked with the
+/// database's clock (SQL `scopegate_unix_now()`, `docs/security.md`,
+/// "Clocks"); this is for what one process signs and checks itself (the
+/// login form's anti-CSRF token) and for tests.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

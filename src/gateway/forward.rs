@@ -249,9 +249,23 @@ pub async fn forward(
 
     let (mut parts, body) = res.into_parts();
     strip_headers(&mut parts.headers, Message::Response);
+    // The status is already on its way: an upstream that fails mid-body
+    // (a reset, a short body) can only abort the client's connection,
+    // which the server does when the body errs. Say so here, where the
+    // route and the request are known (`docs/security.md`, "Faults").
+    let stats = route.stats.clone();
+    let request_id = ctx.request_id.clone();
     Ok(Response::from_parts(
         parts,
-        body.map_err(|e| -> crate::body::BoxError { Box::new(e) })
-            .boxed_unsync(),
+        body.map_err(move |e| -> crate::body::BoxError {
+            stats.upstream_error(UpstreamError::Request);
+            tracing::warn!(
+                request_id = request_id.to_str().unwrap_or("-"),
+                error = %e,
+                "upstream response body failed; client connection aborted"
+            );
+            Box::new(e)
+        })
+        .boxed_unsync(),
     ))
 }

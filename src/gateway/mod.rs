@@ -25,7 +25,7 @@ mod tunnel;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,8 @@ pub struct Gateway {
 pub struct ReloadStats {
     pub applied: AtomicU64,
     pub failed: AtomicU64,
+    /// Whether the latest reload was refused (until one is applied).
+    pub last_failed: AtomicBool,
 }
 
 impl Gateway {
@@ -131,11 +133,13 @@ impl Gateway {
         policy.routes.carry_stats_from(&self.policy.load().routes);
         self.policy.store(Arc::new(policy));
         self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+        self.reloads.last_failed.store(false, Ordering::Relaxed);
     }
 
     /// A reload was refused (the new file is invalid); the old policy stays.
     pub fn reload_failed(&self) {
         self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+        self.reloads.last_failed.store(true, Ordering::Relaxed);
     }
 }
 

@@ -35,7 +35,6 @@ use super::client_auth::{self, Caller};
 use super::{json, require_method, OAuth};
 use crate::accounts::bootstrap::{ADMIN_SCOPE, INTROSPECT_SCOPE};
 use crate::body::Body;
-use crate::db::unix_now;
 use crate::error::Rejection;
 use crate::request::RequestCtx;
 use crate::scope;
@@ -108,12 +107,11 @@ pub async fn handle(
         form
     };
     let token = form.require("token")?;
-    let now = unix_now();
     let active = match Kind::of(token) {
         Some(Kind::Access) if crate::tokens::is_well_formed(token, Kind::Access) => {
             lookup::find_access(&oauth.db, &hash(token), oauth.tokens.db_deadline())
                 .await?
-                .filter(|r| r.is_valid(now))
+                .filter(|r| r.is_valid())
                 .map(|r| Active {
                     scopes: r.scopes,
                     username: r.username,

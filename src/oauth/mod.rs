@@ -257,16 +257,22 @@ impl OAuth {
         req: Request<Incoming>,
     ) -> Response<Body> {
         let client = ctx.client;
-        let result = match endpoint {
-            Endpoint::Token => token::handle(self, req, client).await,
-            Endpoint::Revoke => revoke::handle(self, req).await,
-            Endpoint::Introspect => introspect::handle(self, ctx, req).await,
-            Endpoint::Userinfo => account::userinfo(self, ctx, req).await,
-            Endpoint::Password => account::change_password(self, ctx, req).await,
-            Endpoint::Authorize => authorize::handle(self, ctx, req).await,
-            Endpoint::Metadata => metadata::handle(self, req).await,
-            Endpoint::Unknown => Err(Rejection::NotFound),
+        let deadline = self.body_deadline + crate::db::REQUEST_WORK_DEADLINE;
+        let work = async {
+            match endpoint {
+                Endpoint::Token => token::handle(self, req, client).await,
+                Endpoint::Revoke => revoke::handle(self, req).await,
+                Endpoint::Introspect => introspect::handle(self, ctx, req).await,
+                Endpoint::Userinfo => account::userinfo(self, ctx, req).await,
+                Endpoint::Password => account::change_password(self, ctx, req).await,
+                Endpoint::Authorize => authorize::handle(self, ctx, req).await,
+                Endpoint::Metadata => metadata::handle(self, req).await,
+                Endpoint::Unknown => Err(Rejection::NotFound),
+            }
         };
+        let result = crate::db::within(deadline, work)
+            .await
+            .unwrap_or_else(|hung| Err(hung.into()));
         let mut response = result.unwrap_or_else(Rejection::into_response);
         let h = response.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -7,9 +7,11 @@
 //!   monotonic deadline, when the database last confirmed it, and the
 //!   revocation epoch ([`super::revocations`]) it is good as of.
 //! - **Never past expiry**: checked on every hit, and entries expire from
-//!   the cache at the token's expiry. Expiry is converted to a monotonic
-//!   [`Instant`] when the entry is filled, so a backwards wall-clock jump
-//!   cannot extend a token's life.
+//!   the cache at the token's expiry. The database says how long the token
+//!   has left by its own clock ([`lookup`], `docs/security.md`, "Clocks"),
+//!   and that is converted to a monotonic [`Instant`] when the entry is
+//!   filled: this process's wall clock is never read, so neither its skew
+//!   nor a jump of it can extend a token's life.
 //! - **Trust window**: while the push listener ([`super::listener`]) is
 //!   live, revocations arrive as they commit and a hit is trusted until the
 //!   token expires; without it, a hit older than `max_staleness` is
@@ -53,7 +55,7 @@ use super::lookup::{self, AccessRecord};
 use super::revocations::{Revocations, Target, Verdict};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
-use crate::db::{unix_now, DbError};
+use crate::db::DbError;
 
 /// The caller of a valid access token, as the gateway forwards it.
 #[derive(Debug)]
@@ -426,14 +428,17 @@ impl Validator {
     async fn lookup(&self, key: &TokenHash) -> Result<Entry, DbError> {
         let epoch = self.revocations.epoch();
         self.lookups.fetch_add(1, Ordering::Relaxed);
+        let asked = Instant::now();
         let record = lookup::find_access(&self.pool, key, self.db_deadline).await?;
-        Ok(Self::entry_from(record, epoch))
+        Ok(Self::entry_from(record, epoch, asked))
     }
 
-    fn entry_from(record: Option<AccessRecord>, epoch: u64) -> Entry {
+    /// `asked`: when the query was sent. The time the token had left when
+    /// the database answered is counted from then, so the round trip never
+    /// lengthens it.
+    fn entry_from(record: Option<AccessRecord>, epoch: u64, asked: Instant) -> Entry {
         let now = Instant::now();
-        let now_unix = unix_now();
-        let Some(record) = record.filter(|r| r.is_valid(now_unix)) else {
+        let Some(record) = record.filter(|r| r.is_valid()) else {
             return Entry::Invalid;
         };
         let Some(identity) = Identity::from_record(&record) else {
@@ -444,10 +449,9 @@ impl Validator {
             );
             return Entry::Invalid;
         };
-        let left = Duration::from_secs(u64::try_from(record.expires - now_unix).unwrap_or(0));
         Entry::Valid(Arc::new(ValidEntry {
             identity: Arc::new(identity),
-            expires_at: now + left,
+            expires_at: asked + record.remaining(),
             confirmed: now,
             epoch: AtomicU64::new(epoch),
             checked: now,
@@ -563,6 +567,7 @@ mod tests {
             token_active: true,
             expires: 2_000,
             created: 1_000,
+            left_ms: 60_000,
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             client_id: client_id.map(str::to_owned),
         }

@@ -15,7 +15,7 @@ use deadpool_postgres::GenericClient;
 
 use super::{generate, hash, hash_hex, secs, Kind};
 use crate::config::TokenConfig;
-use crate::db::{classify, unix_now, DbError};
+use crate::db::{classify, DbError};
 
 /// A freshly issued (or, in the grace window, re-delivered) pair.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,33 +106,34 @@ pub struct Lineage {
 
 const ISSUE: &str = "
 WITH a AS (
-    INSERT INTO access_tokens (token, expires, created, client_pk) VALUES ($1, $2, $3, $10)
-    RETURNING token_id
+    INSERT INTO access_tokens (token, expires, created, client_pk)
+    VALUES ($1, scopegate_unix_now() + $2, scopegate_unix_now(), $9)
+    RETURNING token_id, expires
 ), n AS (
     SELECT nextval(pg_get_serial_sequence('refresh_tokens', 'refresh_token_id')) AS id
 ), r AS (
     INSERT INTO refresh_tokens (refresh_token_id, refresh_token, expires, created, family_id, parent_id, client_pk)
-    SELECT n.id, $4, $5, $3, COALESCE($6::BIGINT, n.id), $7::BIGINT, $10 FROM n
+    SELECT n.id, $3, scopegate_unix_now() + $4, scopegate_unix_now(), COALESCE($5::BIGINT, n.id), $6::BIGINT, $9 FROM n
     RETURNING refresh_token_id
 ), at AS (
-    INSERT INTO account_tokens (account_id, token_id) SELECT $8, token_id FROM a
+    INSERT INTO account_tokens (account_id, token_id) SELECT $7, token_id FROM a
 ), art AS (
-    INSERT INTO account_refresh_tokens (account_id, refresh_token_id) SELECT $8, refresh_token_id FROM r
+    INSERT INTO account_refresh_tokens (account_id, refresh_token_id) SELECT $7, refresh_token_id FROM r
 ), ts AS (
-    INSERT INTO token_scopes (token_id, scope_id) SELECT a.token_id, s FROM a, unnest($9::INT[]) AS s
+    INSERT INTO token_scopes (token_id, scope_id) SELECT a.token_id, s FROM a, unnest($8::INT[]) AS s
 ), rts AS (
-    INSERT INTO refresh_token_scopes (token_id, scope_id) SELECT r.refresh_token_id, s FROM r, unnest($9::INT[]) AS s
+    INSERT INTO refresh_token_scopes (token_id, scope_id) SELECT r.refresh_token_id, s FROM r, unnest($8::INT[]) AS s
 ), rtt AS (
     INSERT INTO refresh_token_tokens (refresh_token_id, access_token_id) SELECT r.refresh_token_id, a.token_id FROM a, r
 )
-SELECT a.token_id, r.refresh_token_id FROM a, r";
+SELECT a.token_id, r.refresh_token_id, a.expires FROM a, r";
 
 /// What [`issue`] created, besides the pair.
 #[derive(Debug, Clone, Copy)]
 pub struct IssuedIds {
     pub access_token_id: i64,
     pub refresh_token_id: i64,
-    /// UNIX seconds.
+    /// UNIX seconds (the database's clock).
     pub access_expires: i64,
 }
 
@@ -141,7 +142,8 @@ pub(super) fn new_token(kind: Kind) -> Result<String, IssueError> {
 }
 
 /// Issue a new access + refresh pair for `account_id` carrying `grant`, in
-/// one statement on `client` (a connection or a transaction).
+/// one statement on `client` (a connection or a transaction). Lifetimes
+/// start at the database's clock (`docs/security.md`, "Clocks").
 /// `oauth_client`: the OAuth client (its integer id) the pair is issued
 /// through, if any; both tokens record it.
 pub async fn issue<C: GenericClient>(
@@ -154,19 +156,15 @@ pub async fn issue<C: GenericClient>(
 ) -> Result<(IssuedPair, IssuedIds), IssueError> {
     let access = new_token(Kind::Access)?;
     let refresh = new_token(Kind::Refresh)?;
-    let now = unix_now();
-    let access_expires = now + secs(ttl.access_ttl);
-    let refresh_expires = now + secs(ttl.refresh_ttl);
     let stmt = client.prepare_cached(ISSUE).await?;
     let row = client
         .query_one(
             &stmt,
             &[
                 &hash_hex(&hash(&access)),
-                &access_expires,
-                &now,
+                &secs(ttl.access_ttl),
                 &hash_hex(&hash(&refresh)),
-                &refresh_expires,
+                &secs(ttl.refresh_ttl),
                 &lineage.map(|l| l.family_id),
                 &lineage.map(|l| l.parent_id),
                 &account_id,
@@ -178,13 +176,13 @@ pub async fn issue<C: GenericClient>(
     let ids = IssuedIds {
         access_token_id: row.try_get(0)?,
         refresh_token_id: row.try_get(1)?,
-        access_expires,
+        access_expires: row.try_get(2)?,
     };
     Ok((
         IssuedPair {
             access_token: access,
             refresh_token: refresh,
-            expires_in: access_expires - now,
+            expires_in: secs(ttl.access_ttl),
             scope: grant.scope.clone(),
         },
         ids,
@@ -213,12 +211,13 @@ impl std::fmt::Debug for IssuedAccess {
 
 const ISSUE_ACCESS: &str = "
 WITH a AS (
-    INSERT INTO access_tokens (token, expires, created, client_pk) VALUES ($1, $2, $3, $4)
+    INSERT INTO access_tokens (token, expires, created, client_pk)
+    VALUES ($1, scopegate_unix_now() + $2, scopegate_unix_now(), $3)
     RETURNING token_id
 ), at AS (
-    INSERT INTO account_tokens (account_id, token_id) SELECT $5, token_id FROM a
+    INSERT INTO account_tokens (account_id, token_id) SELECT $4, token_id FROM a
 ), ts AS (
-    INSERT INTO token_scopes (token_id, scope_id) SELECT a.token_id, s FROM a, unnest($6::INT[]) AS s
+    INSERT INTO token_scopes (token_id, scope_id) SELECT a.token_id, s FROM a, unnest($5::INT[]) AS s
 )
 SELECT token_id FROM a";
 
@@ -232,16 +231,13 @@ pub async fn issue_access<C: GenericClient>(
     oauth_client: i32,
 ) -> Result<IssuedAccess, IssueError> {
     let access = new_token(Kind::Access)?;
-    let now = unix_now();
-    let expires = now + secs(ttl.access_ttl);
     let stmt = client.prepare_cached(ISSUE_ACCESS).await?;
     client
         .query_one(
             &stmt,
             &[
                 &hash_hex(&hash(&access)),
-                &expires,
-                &now,
+                &secs(ttl.access_ttl),
                 &oauth_client,
                 &account_id,
                 &grant.ids,
@@ -250,7 +246,7 @@ pub async fn issue_access<C: GenericClient>(
         .await?;
     Ok(IssuedAccess {
         access_token: access,
-        expires_in: expires - now,
+        expires_in: secs(ttl.access_ttl),
         scope: grant.scope.clone(),
     })
 }

@@ -2,6 +2,11 @@
 //! validation cache's fills (one round trip per cold token, through a
 //! prepared statement) and introspection; [`find_refresh`] for
 //! introspection; [`access_is_live`] for a re-check under a caller's lock.
+//!
+//! Expiry is decided by the database's clock (`scopegate_unix_now()`,
+//! `docs/security.md`, "Clocks"): each query says whether the token is
+//! unexpired *now* by that clock, and how long it has left, so no
+//! gateway's wall clock enters the decision.
 
 use std::time::Duration;
 
@@ -9,7 +14,7 @@ use deadpool_postgres::{GenericClient, Pool};
 
 use super::issue::IssueError;
 use super::{hash_hex, TokenHash};
-use crate::db::{classify, unix_now, DbError};
+use crate::db::{classify, DbError};
 
 /// What the database says about an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,9 @@ pub struct AccessRecord {
     /// UNIX seconds.
     pub expires: i64,
     pub created: i64,
+    /// Milliseconds until `expires` by the database's clock when it
+    /// answered (zero or less: expired).
+    pub left_ms: i64,
     /// The scopes granted to the token at issuance, sorted.
     pub scopes: Vec<String>,
     /// The `client_id` of the OAuth client it was issued through.
@@ -29,9 +37,15 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// Usable now: token active and unexpired, account active.
-    pub fn is_valid(&self, now_unix: i64) -> bool {
-        self.token_active && self.account_active && self.expires > now_unix
+    /// Usable as of the answer: token active and unexpired (by the
+    /// database's clock), account active.
+    pub fn is_valid(&self) -> bool {
+        self.token_active && self.account_active && self.left_ms > 0
+    }
+
+    /// How long the token had left when the database answered.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.left_ms).unwrap_or(0))
     }
 }
 
@@ -39,7 +53,8 @@ const FIND_ACCESS: &str = "
 SELECT t.token_id, a.account_id, a.username, a.is_active, t.active, t.expires, t.created,
        COALESCE(array_agg(s.scope_value ORDER BY s.scope_value)
                 FILTER (WHERE s.scope_value IS NOT NULL), '{}') AS scopes,
-       c.client_id
+       c.client_id,
+       (t.expires * 1000 - floor(extract(epoch FROM statement_timestamp()) * 1000))::BIGINT AS left_ms
   FROM access_tokens t
   JOIN account_tokens at ON at.token_id = t.token_id
   JOIN accounts a ON a.account_id = at.account_id
@@ -94,6 +109,7 @@ pub async fn find_access(
         created: row.try_get(6)?,
         scopes: row.try_get(7)?,
         client_id: row.try_get(8)?,
+        left_ms: row.try_get(9)?,
     }))
 }
 
@@ -102,11 +118,13 @@ pub async fn find_access(
 /// it validated earlier (perhaps from the cache).
 pub async fn access_is_live<C: GenericClient>(client: &C, token_id: i64) -> Result<bool, DbError> {
     let stmt = client
-        .prepare_cached("SELECT active AND expires > $2 FROM access_tokens WHERE token_id = $1")
+        .prepare_cached(
+            "SELECT active AND expires > scopegate_unix_now() FROM access_tokens WHERE token_id = $1",
+        )
         .await
         .map_err(classify)?;
     let row = client
-        .query_opt(&stmt, &[&token_id, &unix_now()])
+        .query_opt(&stmt, &[&token_id])
         .await
         .map_err(classify)?;
     match row {
@@ -130,7 +148,8 @@ pub struct RefreshRecord {
 }
 
 const FIND_REFRESH: &str = "
-SELECT a.account_id, a.username, (r.active AND r.rotated_at IS NULL AND a.is_active AND r.expires > $2),
+SELECT a.account_id, a.username,
+       (r.active AND r.rotated_at IS NULL AND a.is_active AND r.expires > scopegate_unix_now()),
        r.expires, r.created,
        COALESCE(ARRAY(SELECT s.scope_value FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
                        WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}'),
@@ -148,10 +167,7 @@ pub async fn find_refresh(
 ) -> Result<Option<RefreshRecord>, IssueError> {
     let conn = pool.get().await?;
     let stmt = conn.prepare_cached(FIND_REFRESH).await?;
-    let Some(row) = conn
-        .query_opt(&stmt, &[&hash_hex(token_hash), &unix_now()])
-        .await?
-    else {
+    let Some(row) = conn.query_opt(&stmt, &[&hash_hex(token_hash)]).await? else {
         return Ok(None);
     };
     Ok(Some(RefreshRecord {

@@ -48,7 +48,6 @@ use super::issue::{issue, Grant, IssueError, IssuedPair, Lineage};
 use super::revoke::{lock_member, revoke_family};
 use super::{hash, secs, TokenHash};
 use crate::config::TokenConfig;
-use crate::db::unix_now;
 use seal::{seal, unseal, SealedPair};
 
 /// What presenting a refresh token found.
@@ -97,7 +96,8 @@ pub struct Rotation<'a> {
 }
 
 const LOCK_REFRESH: &str = "
-SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.successor_sealed,
+SELECT r.refresh_token_id, r.expires > scopegate_unix_now() AS unexpired, scopegate_unix_now() AS now,
+       r.active, r.rotated_at, r.family_id, r.successor_sealed,
        r.successor_id, a.account_id, a.is_active, r.client_pk,
        COALESCE(ARRAY(SELECT s.scope_id FROM refresh_token_scopes rts JOIN scopes s ON s.scope_id = rts.scope_id
                        WHERE rts.token_id = r.refresh_token_id ORDER BY s.scope_value), '{}') AS token_scope_ids,
@@ -110,7 +110,7 @@ SELECT r.refresh_token_id, r.expires, r.active, r.rotated_at, r.family_id, r.suc
    FOR UPDATE OF r";
 
 const SUCCESSOR_UNUSED: &str = "
-SELECT active AND rotated_at IS NULL AND expires > $2 FROM refresh_tokens WHERE refresh_token_id = $1";
+SELECT active AND rotated_at IS NULL AND expires > scopegate_unix_now() FROM refresh_tokens WHERE refresh_token_id = $1";
 
 /// Phase one: open a transaction on `conn`, lock the refresh token
 /// `token` and say what it is (see the module documentation).
@@ -135,7 +135,10 @@ pub async fn present<'a>(
         return Ok(Presented::Invalid);
     };
     let id: i64 = row.try_get("refresh_token_id")?;
-    let expires: i64 = row.try_get("expires")?;
+    // Expiry and the grace window by the database's clock
+    // (`docs/security.md`, "Clocks").
+    let unexpired: bool = row.try_get("unexpired")?;
+    let now: i64 = row.try_get("now")?;
     let active: bool = row.try_get("active")?;
     let rotated_at: Option<i64> = row.try_get("rotated_at")?;
     let family_id: i64 = row.try_get::<_, Option<i64>>("family_id")?.unwrap_or(id);
@@ -144,7 +147,6 @@ pub async fn present<'a>(
     let account_active: bool = row.try_get("is_active")?;
     let successor_id: Option<i64> = row.try_get("successor_id")?;
     let bound_to: Option<i32> = row.try_get("client_pk")?;
-    let now = unix_now();
 
     if bound_to != oauth_client {
         return Ok(Presented::Invalid);
@@ -161,7 +163,7 @@ pub async fn present<'a>(
             // the family's lock, so no refresh of the successor is in flight.
             let successor_unused = match successor_id {
                 Some(sid) => tx
-                    .query_opt(&tx.prepare_cached(SUCCESSOR_UNUSED).await?, &[&sid, &now])
+                    .query_opt(&tx.prepare_cached(SUCCESSOR_UNUSED).await?, &[&sid])
                     .await?
                     .map(|r| r.try_get::<_, bool>(0))
                     .transpose()?
@@ -182,7 +184,7 @@ pub async fn present<'a>(
         tx.commit().await?;
         return Ok(Presented::Reused { revoked });
     }
-    if expires <= now || !account_active {
+    if !unexpired || !account_active {
         return Ok(Presented::Invalid);
     }
     let ids: Vec<i32> = row.try_get("token_scope_ids")?;
@@ -200,7 +202,7 @@ pub async fn present<'a>(
 }
 
 const ROTATE: &str = "
-UPDATE refresh_tokens SET rotated_at = $2, successor_id = $3, successor_sealed = $4
+UPDATE refresh_tokens SET rotated_at = scopegate_unix_now(), successor_id = $2, successor_sealed = $3
  WHERE refresh_token_id = $1 AND rotated_at IS NULL";
 
 impl<'a> Rotation<'a> {
@@ -236,7 +238,6 @@ impl<'a> Rotation<'a> {
             oauth_client,
             scopes: _,
         } = self;
-        let now = unix_now();
         let (pair, ids) = issue(
             &tx,
             account_id,
@@ -265,7 +266,7 @@ impl<'a> Rotation<'a> {
         };
         let rotate = tx.prepare_cached(ROTATE).await?;
         let n = tx
-            .execute(&rotate, &[&id, &now, &ids.refresh_token_id, &sealed])
+            .execute(&rotate, &[&id, &ids.refresh_token_id, &sealed])
             .await?;
         if n != 1 {
             tracing::error!(
@@ -279,16 +280,16 @@ impl<'a> Rotation<'a> {
     }
 }
 
-/// The sweeper's statement: erase sealed pairs rotated before `$1`.
+/// The sweeper's statement: erase sealed pairs rotated more than `$1`
+/// seconds ago (by the database's clock).
 pub const SWEEP_SEALED: &str = "
 UPDATE refresh_tokens SET successor_sealed = NULL
- WHERE successor_sealed IS NOT NULL AND rotated_at < $1";
+ WHERE successor_sealed IS NOT NULL AND rotated_at < scopegate_unix_now() - $1";
 
 /// Erase sealed successor pairs whose grace window has passed. Returns how
 /// many were erased.
 pub async fn sweep_sealed(pool: &Pool, grace: std::time::Duration) -> Result<u64, IssueError> {
     let conn = pool.get().await?;
-    let cutoff = unix_now() - secs(grace);
     let stmt = conn.prepare_cached(SWEEP_SEALED).await?;
-    Ok(conn.execute(&stmt, &[&cutoff]).await?)
+    Ok(conn.execute(&stmt, &[&secs(grace)]).await?)
 }

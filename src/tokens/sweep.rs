@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::db::{classify, unix_now, DbError};
+use crate::db::{classify, DbError};
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1000;
@@ -98,10 +98,25 @@ pub async fn sweep(pool: &Pool, now: i64, batch: i64) -> Result<Swept, DbError> 
     Ok(swept)
 }
 
+/// [`sweep`] of what expired before the database's clock: the clock
+/// that decides expiry (`docs/security.md`, "Clocks"), so a gateway whose
+/// clock runs ahead never deletes a token the others still accept.
+async fn sweep_now(pool: &Pool) -> Result<Swept, DbError> {
+    let now: i64 = pool
+        .get()
+        .await?
+        .query_one("SELECT scopegate_unix_now()", &[])
+        .await
+        .map_err(classify)?
+        .try_get(0)
+        .map_err(classify)?;
+    sweep(pool, now, BATCH).await
+}
+
 /// One sweep of everything expired by now, counted in `stats` and logged:
 /// what the periodic task runs (and what a test runs to see one).
 pub async fn run_once(pool: &Pool, stats: &SweepStats) {
-    match sweep(pool, unix_now(), BATCH).await {
+    match sweep_now(pool).await {
         Ok(s) => {
             stats.sweeps.fetch_add(1, Ordering::Relaxed);
             stats
