@@ -13,9 +13,10 @@
 //! - `SCOPEGATE_TEST_DATABASE_URL` points the harness at an existing server
 //!   instead (the URL's user must be allowed to create databases); its TLS,
 //!   if any, is not the harness's, and [`server_tls`] is `None`.
-//! - [`FaultProxy`]: a TCP proxy in front of Postgres that a test can cut
-//!   and restore, to simulate the database going away without stopping the
-//!   shared cluster.
+//! - [`FaultProxy`]: a TCP proxy in front of Postgres that a test can cut,
+//!   stall, make hold the server's replies, and restore, to simulate the
+//!   database going away or hanging, or to act between a query and its
+//!   answer, without touching the shared cluster.
 //! - [`TestDb::statement_calls`]: how many times Postgres itself executed a
 //!   statement on a test's database (`pg_stat_statements`, which the
 //!   harness's cluster loads), so a test can check what the database saw
@@ -23,10 +24,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -373,10 +373,14 @@ impl TestDb {
 
 /// A TCP proxy that a test can cut (every connection dropped, new ones
 /// refused at once), stall (connections stay open but nothing goes
-/// through: a hung server) and restore.
+/// through: a hung server), make hold the server's replies (queries reach
+/// the server and run, their answers wait: a test can act between a query
+/// and its answer) and restore.
 pub struct FaultProxy {
     addr: SocketAddr,
     state: watch::Sender<Fault>,
+    /// Replies read from the server and waiting for [`FaultProxy::restore`].
+    held: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,6 +388,38 @@ enum Fault {
     Up,
     Cut,
     Stalled,
+    Holding,
+}
+
+/// Pass the server's bytes to the client, holding each read while the
+/// proxy holds replies.
+async fn replies(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: watch::Receiver<Fault>,
+    held: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if *rx.borrow_and_update() == Fault::Holding {
+            held.fetch_add(1, Ordering::SeqCst);
+            let released = rx.wait_for(|f| *f != Fault::Holding).await;
+            held.fetch_sub(1, Ordering::SeqCst);
+            if released.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl FaultProxy {
@@ -402,9 +438,11 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (state, state_rx) = watch::channel(Fault::Up);
+        let held = Arc::new(AtomicUsize::new(0));
+        let held_counter = held.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 let mut rx = state_rx.clone();
@@ -422,16 +460,25 @@ impl FaultProxy {
                         });
                         continue;
                     }
-                    Fault::Up => {}
+                    Fault::Up | Fault::Holding => {}
                 }
                 let target = target.clone();
+                let held = held_counter.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    let Ok(outbound) = TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (mut client_rx, client_tx) = inbound.into_split();
+                    let (server_rx, mut server_tx) = outbound.into_split();
+                    let queries = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let answers = replies(server_rx, client_tx, rx.clone(), held);
+                    // Pinned here, not moved into the select: a stall keeps
+                    // both connections open (unpolled) until it ends.
+                    tokio::pin!(queries, answers);
                     let fault = tokio::select! {
-                        _ = copy_bidirectional(&mut inbound, &mut outbound) => None,
-                        f = rx.wait_for(|f| *f != Fault::Up) => f.ok().map(|f| *f),
+                        _ = &mut queries => None,
+                        _ = &mut answers => None,
+                        f = rx.wait_for(|f| matches!(f, Fault::Cut | Fault::Stalled)) => f.ok().map(|f| *f),
                     };
                     if fault == Some(Fault::Stalled) {
                         // Hung: hold both ends, pass nothing.
@@ -440,7 +487,7 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { addr, state }
+        FaultProxy { addr, state, held }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -458,7 +505,19 @@ impl FaultProxy {
         let _ = self.state.send(Fault::Stalled);
     }
 
-    /// Back to normal; connections held by a stall are closed.
+    /// Let queries through but hold the server's replies (on every
+    /// connection) until [`FaultProxy::restore`], which delivers them.
+    pub fn hold_replies(&self) {
+        let _ = self.state.send(Fault::Holding);
+    }
+
+    /// Replies read from the server and held so far.
+    pub fn held_replies(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Back to normal; connections held by a stall are closed, held
+    /// replies are delivered.
     pub fn restore(&self) {
         let _ = self.state.send(Fault::Up);
     }

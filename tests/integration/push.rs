@@ -4,10 +4,11 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scopegate::testing::TestDb;
-use scopegate::tokens::cache::TokenError;
+use scopegate::testing::{FaultProxy, TestDb};
+use scopegate::tokens::cache::{TokenError, Validator};
 
 use crate::support::{bearer, insert_token, raw_get, revoke_in_db, spawn_app_on, TestApp};
 
@@ -195,28 +196,54 @@ async fn a_lost_listener_reconnects_and_what_was_revoked_meanwhile_is_refused() 
     assert!(value("scopegate_cache_revocations_total") >= 1);
 }
 
-/// A revocation racing the query that fills the cache never leaves the
-/// revoked token valid (the fill's answer predates the revocation's
-/// epoch, so its first use re-checks it).
+/// A revocation that commits while the query filling the cache is on its
+/// way back never leaves the revoked token valid: the answer predates the
+/// revocation's epoch, so its first use re-checks it. The race is made
+/// to happen every time: the validator reaches Postgres through a proxy
+/// that holds the server's replies, so the lookup runs (and finds the
+/// token valid) before the revocation commits and is answered after it.
 #[tokio::test]
 async fn a_revocation_racing_a_cache_fill_never_leaves_the_token_valid() {
-    let app = spawn_app_on(CONFIG, TestDb::new().await).await;
-    listening(&app, 1).await;
-    let tokens = &app.state.tokens;
-    for trial in 0..200 {
-        let t = insert_token(&app.db, "dave", &["api"], 3600).await;
-        let hash = scopegate::tokens::hash(&t);
-        let fill = tokens.validate(&t, LOCAL);
-        let revoke = async {
-            // Yield a varying number of times so the two interleave
-            // differently from trial to trial.
-            for _ in 0..(trial % 7) {
-                tokio::task::yield_now().await;
-            }
-            revoke_in_db(&app.db, &t).await;
-            tokens.invalidate(&hash).await;
-        };
-        let _ = tokio::join!(fill, revoke);
+    let db = TestDb::new().await;
+    let proxy = FaultProxy::to_db(&db).await;
+    let url = db.url_via(&proxy);
+    let tls = scopegate::db::DbTls::from_url(&url).unwrap();
+    let pool = scopegate::db::pool(&url, &tls, 2).unwrap();
+    // Only the epoch can explain a re-check: without the listener a
+    // confirmed answer is trusted for `max_staleness`.
+    let config = "[cache]\nmax_staleness_secs = 3600\ndb_deadline_ms = 30000\n";
+    let cache = scopegate::config::Config::parse(config, "race.toml", &Default::default())
+        .unwrap()
+        .cache;
+    let tokens = Arc::new(Validator::new(pool, &cache));
+    // A connection in the pool, its statement prepared.
+    let warm = insert_token(&db, "dave", &["api"], 3600).await;
+    tokens.validate(&warm, LOCAL).await.unwrap();
+    for trial in 0..5 {
+        let t = insert_token(&db, "dave", &["api"], 3600).await;
+        proxy.hold_replies();
+        let fill = tokio::spawn({
+            let (tokens, t) = (tokens.clone(), t.clone());
+            async move { tokens.validate(&t, LOCAL).await }
+        });
+        // The lookup has run; its answer waits in the proxy.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proxy.held_replies() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: the lookup never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        revoke_in_db(&db, &t).await;
+        tokens.invalidate(&scopegate::tokens::hash(&t)).await;
+        proxy.restore();
+        // The fill answers as of its query (before the revocation)...
+        assert!(
+            fill.await.unwrap().is_ok(),
+            "trial {trial}: the fill failed"
+        );
+        // ...but what it cached is never trusted past the revocation.
         assert_eq!(
             tokens.validate(&t, LOCAL).await.unwrap_err(),
             TokenError::Invalid,
