@@ -35,6 +35,9 @@ pub struct MemoryReport {
     pub rss_before: u64,
     pub rss_after: u64,
     pub bytes_per_token: f64,
+    /// moka's own cost per entry (a 32-byte key, an 8-byte value,
+    /// per-entry expiry, the token cache's hasher).
+    pub moka_bytes_per_entry: f64,
     /// The first cold token: the pool's first connection and the
     /// statement's preparation included.
     pub first_cold: Snapshot,
@@ -115,6 +118,38 @@ async fn validate_all(v: &Arc<Validator>, tokens: &Arc<Vec<String>>, from: usize
     }
 }
 
+/// Expire every entry after an hour (a per-entry policy, as the token
+/// cache has).
+struct HourExpiry;
+
+impl moka::Expiry<[u8; 32], u64> for HourExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        _value: &u64,
+        _now: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(3600))
+    }
+}
+
+/// RSS bytes per entry of a moka cache holding `n` entries and nothing of
+/// ours.
+async fn moka_bytes_per_entry(n: usize) -> f64 {
+    let cache: moka::future::Cache<[u8; 32], u64, foldhash::fast::RandomState> =
+        moka::future::Cache::builder()
+            .max_capacity(2 * n as u64)
+            .expire_after(HourExpiry)
+            .build_with_hasher(Default::default());
+    let before = own_memory().rss;
+    for i in 0..n as u64 {
+        cache.insert(hash(&i.to_string()), i).await;
+    }
+    cache.run_pending_tasks().await;
+    let after = own_memory().rss;
+    after.saturating_sub(before) as f64 / n as f64
+}
+
 pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryReport {
     let target = db.relay.target();
     rt.block_on(async {
@@ -169,12 +204,14 @@ pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryRepor
             tokens.len()
         );
         let measured = tokens.len() - start - 2 * POOL;
+        let moka_bytes_per_entry = moka_bytes_per_entry(measured).await;
         MemoryReport {
             tokens: measured,
             cached_entries: cached,
             rss_before: before,
             rss_after: after,
             bytes_per_token: after.saturating_sub(before) as f64 / measured as f64,
+            moka_bytes_per_entry,
             cold_round_trips: median(cold.iter().map(|s| s.round_trips as f64)),
             cold_queries: median(cold.iter().map(|s| s.queries as f64)),
             first_cold,

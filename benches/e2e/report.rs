@@ -331,6 +331,10 @@ pub fn print_memory(m: &MemoryReport) {
         m.bytes_per_token
     );
     println!(
+        "| of which moka's own entry (as many 32-byte keys, 8-byte values, per-entry expiry, alone) | {:.0} |",
+        m.moka_bytes_per_entry
+    );
+    println!(
         "| database round trips (queries) per cold token | {:.0} ({:.0}) |",
         m.cold_round_trips, m.cold_queries
     );
