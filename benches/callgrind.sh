@@ -37,7 +37,7 @@ trap cleanup EXIT
 UP=$(free_port); DEV=$(free_port); DEV_ADMIN=$(free_port)
 sed -e "s/127.0.0.1:8080/127.0.0.1:$DEV/; s/127.0.0.1:8081/127.0.0.1:$DEV_ADMIN/" config/dev.toml > "$WORK/dev.toml"
 "$BIN" echo --fixed --listen "127.0.0.1:$UP" >/dev/null 2>&1 & PIDS+=($!)
-(cd "$WORK" && SCOPEGATE_DEV_UPSTREAM=127.0.0.1:$(free_port) "$BIN" --config dev.toml dev >dev.out 2>dev.err) & PIDS+=($!)
+(cd "$WORK" && SCOPEGATE_DEV_UPSTREAM=127.0.0.1:$(free_port) exec "$BIN" --config dev.toml dev >dev.out 2>dev.err) & PIDS+=($!)
 wait_http "http://127.0.0.1:$DEV/public/x"
 PASSWORD=$(sed -n 's/^ *password: //p' "$WORK/dev.out" | head -1)
 TOKEN=$(curl -s "http://127.0.0.1:$DEV/oauth/token" -d grant_type=password -d username=admin \
