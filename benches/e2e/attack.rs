@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::cpu::{Charged, Memory};
 use crate::http1;
 use crate::knobs::Knobs;
-use crate::load::{Load, Wrk};
+use crate::load::Load;
 use crate::pgrelay::Snapshot;
 use crate::rounds::median;
 use crate::storm::{Storm, StormResult};
@@ -159,7 +159,7 @@ async fn xact_commit(client: &tokio_postgres::Client, db: &str) -> i64 {
 pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> AttackReport {
     let port = stack.gw.server.port;
     let gw = Charged::Process(stack.gw.server.proc.pid());
-    let url = format!("http://127.0.0.1:{port}{SCOPED_PATH}");
+    let url = stack.scoped_url();
     // A direct connection for the statistics, not counted by the relay.
     let stats = rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&stack.db.direct_url, tokio_postgres::NoTls)
@@ -178,14 +178,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> At
             let spray = (*phase == "spray")
                 .then(|| Spray::start(port, knobs.spray_conns, knobs.spray_tokens));
             let storm = (*phase == "storm").then(|| Storm::start(port, knobs.login_clients));
-            let valid = Wrk {
-                url: &url,
-                token: Some(&stack.token),
-                secs: knobs.secs,
-                conns: knobs.conns,
-                threads: knobs.wrk_threads,
-            }
-            .run();
+            let valid = stack.scoped_wrk(&url, knobs).run();
             let spray = spray.map(Spray::finish);
             let storm = storm.map(Storm::finish);
             let secs = started.elapsed().as_secs_f64();

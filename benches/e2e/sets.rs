@@ -15,9 +15,8 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Serialize;
 
 use crate::knobs::Knobs;
-use crate::load::Wrk;
 use crate::rounds::median;
-use crate::targets::{Stack, SCOPED_PATH};
+use crate::targets::Stack;
 
 /// OWASP's equivalent argon2id sets: (memory KiB, passes), p = 1.
 pub const OWASP_SETS: [(u32, u32); 5] = [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)];
@@ -80,17 +79,12 @@ fn hashing(threads: usize, m: u32, t: u32, stop: Arc<AtomicBool>) -> std::thread
 }
 
 pub fn run(stack: &Stack, knobs: &Knobs, threads: usize) -> Vec<SetRow> {
-    let url = format!("http://127.0.0.1:{}{SCOPED_PATH}", stack.gw.server.port);
+    let url = stack.scoped_url();
     let wrk = || {
-        Wrk {
-            url: &url,
-            token: Some(&stack.token),
-            secs: knobs.secs,
-            conns: knobs.conns,
-            threads: knobs.wrk_threads,
-        }
-        .run()
-        .expect_ok("scopegate beside hashing")
+        stack
+            .scoped_wrk(&url, knobs)
+            .run()
+            .expect_ok("scopegate beside hashing")
     };
     let mut rows = Vec::new();
     for (m, t) in OWASP_SETS {

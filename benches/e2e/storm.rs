@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::http1;
 use crate::knobs::Knobs;
-use crate::load::{Load, Wrk};
+use crate::load::Load;
 use crate::rounds::median;
-use crate::targets::{Gateway, Stack, SCOPED_PATH};
+use crate::targets::{Gateway, Stack};
 
 pub const STORM_USER: &str = "storm";
 const STORM_PASSWORD: &str = "storm-password-123";
@@ -201,17 +201,12 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
     };
     eprintln!("storm alone: {:.0} logins/s", alone.logins_per_s);
 
-    let url = format!("http://127.0.0.1:{port}{SCOPED_PATH}");
+    let url = stack.scoped_url();
     let wrk = || {
-        Wrk {
-            url: &url,
-            token: Some(&stack.token),
-            secs: knobs.secs,
-            conns: knobs.conns,
-            threads: knobs.wrk_threads,
-        }
-        .run()
-        .expect_ok("scopegate during a login storm")
+        stack
+            .scoped_wrk(&url, knobs)
+            .run()
+            .expect_ok("scopegate during a login storm")
     };
     let mut rounds = Vec::new();
     for round in 0..knobs.rounds {

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use crate::cpu::Charged;
 use crate::knobs::{Knobs, Upstream};
+use crate::load::Wrk;
 use crate::pgrelay::Relay;
 use crate::procs::{port, wait_port, Killed};
 
@@ -293,6 +294,23 @@ impl Stack {
             db,
             _dir: dir,
         }
+    }
+
+    /// The gateway's scoped route with the cached token, loaded as the
+    /// knobs say; `url` holds [`Stack::scoped_url`].
+    pub fn scoped_wrk<'a>(&'a self, url: &'a str, knobs: &Knobs) -> Wrk<'a> {
+        Wrk {
+            url,
+            token: Some(&self.token),
+            secs: knobs.secs,
+            conns: knobs.conns,
+            threads: knobs.wrk_threads,
+        }
+    }
+
+    /// The URL of the gateway's scoped route.
+    pub fn scoped_url(&self) -> String {
+        format!("http://127.0.0.1:{}{SCOPED_PATH}", self.gw.server.port)
     }
 
     /// Panics if a process died.
