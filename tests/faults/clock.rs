@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use scopegate::testing::TestDb;
 
-use crate::oauth::{account_in, login_at};
+use crate::support::{account_in, login_at};
 use crate::support::{bearer, echo, insert_token, raw_get, Serve, MARGIN};
 
 /// `tokens.access_ttl_secs` in these tests: short, so the tests wait

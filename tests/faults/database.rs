@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use scopegate::testing::{FaultProxy, TestDb};
 
-use crate::oauth::{login, new_account, token_at, CONFIG};
+use crate::support::{account_in, login_at, token_at, OAUTH_CONFIG as CONFIG};
 use crate::support::{bearer, insert_token, raw_get, spawn_app, spawn_app_via, API_ROUTE, MARGIN};
 
 /// F1: Postgres down at startup. `serve` retries for the configured
@@ -130,10 +130,10 @@ async fn f02_refreshes_cut_off_mid_rotation_leave_one_live_token_or_none() {
     let proxy = FaultProxy::to_db(&db).await;
     let url = db.url_via(&proxy);
     let app = spawn_app_via(CONFIG, db, url).await;
-    new_account(&app, "rita", "pw", &["orders:read"]).await;
+    account_in(&app.db, "rita", "pw", &["orders:read"]).await;
     let mut refresh_tokens = Vec::new();
     for _ in 0..12 {
-        refresh_tokens.push(login(&app, "rita", "pw").await.pair().1);
+        refresh_tokens.push(login_at(app.addr, "rita", "pw").await.pair().1);
     }
     for round in 0..3u64 {
         let sent = refresh_tokens.iter().map(|rt| async move {
@@ -175,7 +175,7 @@ async fn f02_refreshes_cut_off_mid_rotation_leave_one_live_token_or_none() {
     }
     // Recovery: a login works again.
     let start = Instant::now();
-    while login(&app, "rita", "pw").await.status != 200 {
+    while login_at(app.addr, "rita", "pw").await.status != 200 {
         assert!(start.elapsed() < Duration::from_secs(10), "no recovery");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -244,8 +244,8 @@ async fn f03_oauth_and_admin_requests_on_a_hung_database_are_503_within_a_bound(
         url,
     )
     .await;
-    new_account(&app, "rita", "pw", &["orders:read"]).await;
-    let (access, refresh_token) = login(&app, "rita", "pw").await.pair();
+    account_in(&app.db, "rita", "pw", &["orders:read"]).await;
+    let (access, refresh_token) = login_at(app.addr, "rita", "pw").await.pair();
     let admin = insert_token(&app.db, "root", &["scopegate:admin"], 3600).await;
     let accounts = format!("http://{}/admin/accounts", app.admin);
     let list = || crate::support::send(crate::support::http().get(&accounts).bearer_auth(&admin));
@@ -277,7 +277,7 @@ async fn f03_oauth_and_admin_requests_on_a_hung_database_are_503_within_a_bound(
     let start = Instant::now();
     let (refreshed, logged_in, revoked) = tokio::join!(
         token_at(app.addr, &refresh_params),
-        login(&app, "rita", "pw"),
+        login_at(app.addr, "rita", "pw"),
         crate::support::send(
             crate::support::http()
                 .post(app.url("/oauth/revoke"))

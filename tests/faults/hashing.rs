@@ -1,7 +1,7 @@
 //! A login storm against the password-hashing pool (`docs/security.md`,
 //! "Faults", F14).
 
-use crate::oauth::{login, new_account};
+use crate::support::{account_in, login_at};
 use crate::support::{bearer, insert_token, raw_get, spawn_app, API_ROUTE};
 
 /// F14: hashing saturated by a login storm (one thread, a full queue):
@@ -14,10 +14,10 @@ async fn f14_a_login_storm_never_starves_proxied_requests() {
         "[login]\nhash_concurrency = 1\nmax_failures = 100000\nmax_failures_per_ip = 100000\n{API_ROUTE}"
     ))
     .await;
-    new_account(&app, "sam", "pw", &["api"]).await;
+    account_in(&app.db, "sam", "pw", &["api"]).await;
     let t = insert_token(&app.db, "u", &["api"], 3600).await;
     assert_eq!(raw_get(app.addr, "/api", &bearer(&t)).await.status, 200);
-    let storm = futures_util::future::join_all((0..60).map(|_| login(&app, "sam", "wrong")));
+    let storm = futures_util::future::join_all((0..60).map(|_| login_at(app.addr, "sam", "wrong")));
     let header = bearer(&t);
     let proxied = async {
         let mut served = 0;

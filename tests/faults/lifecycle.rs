@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use scopegate::testing::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::oauth::{account_in, login_at};
+use crate::support::{account_in, login_at};
 use crate::support::{echo, http, raw_get, read_one, send, Serve, MARGIN};
 
 fn route(name: &str, upstream: SocketAddr) -> String {

@@ -15,5 +15,4 @@ mod clock;
 mod database;
 mod hashing;
 mod lifecycle;
-mod oauth;
 mod upstream;

@@ -15,30 +15,7 @@ use crate::support::{
     ACCOUNT_LOOKUP,
 };
 
-/// Throttling out of the way (every test logs in from 127.0.0.1), two
-/// hashing threads, one protected route.
-pub const CONFIG: &str = r#"
-[login]
-max_failures = 1000
-max_failures_per_ip = 1000
-hash_concurrency = 2
-
-[[routes]]
-name = "orders"
-path = "/api/orders"
-upstream = "UPSTREAM"
-scopes = ["orders:read"]
-"#;
-
-pub const FORM: &str = "application/x-www-form-urlencoded";
-
-pub fn encode(params: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
+pub use crate::support::{encode, FORM, OAUTH_CONFIG as CONFIG};
 
 /// POST a raw body with a content type.
 pub async fn post_raw(

@@ -8,11 +8,13 @@
 //!   fix them) and through reqwest, read into the one response type, [`Resp`];
 //! - [`upstream`]: upstreams on port 0: the echo, and a recorder of what
 //!   reached it;
-//! - [`process`]: the `scopegate` binary as a child process.
+//! - [`process`]: the `scopegate` binary as a child process;
+//! - [`oauth`]: the token endpoint from a test's side (accounts, logins).
 
 #![allow(dead_code)]
 
 mod app;
+mod oauth;
 mod process;
 mod upstream;
 mod wire;
@@ -20,6 +22,7 @@ mod wire;
 use std::time::Duration;
 
 pub use app::*;
+pub use oauth::*;
 pub use process::*;
 pub use upstream::*;
 pub use wire::*;

@@ -1,17 +1,19 @@
-//! Accounts and `/oauth/token` calls for the fault tests: an account made
-//! through the store (in-process gateway or a `serve` child on the same
-//! database), a password login, a refresh.
+//! The token endpoint from a test's side: the configuration that keeps
+//! login throttling out of the way, form encoding, accounts made through
+//! the store, password logins. Shared by every test binary.
+
+use std::net::SocketAddr;
 
 use scopegate::accounts::password::Hasher;
 use scopegate::accounts::store::{self, NewAccount, StoreError};
 use scopegate::accounts::Password;
 use scopegate::testing::TestDb;
 
-use crate::support::{http, send, Resp, TestApp};
+use super::{http, send, Resp};
 
 /// Throttling out of the way (every test logs in from 127.0.0.1), two
 /// hashing threads, one protected route.
-pub const CONFIG: &str = r#"
+pub const OAUTH_CONFIG: &str = r#"
 [login]
 max_failures = 1000
 max_failures_per_ip = 1000
@@ -24,8 +26,19 @@ upstream = "UPSTREAM"
 scopes = ["orders:read"]
 "#;
 
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+pub fn encode(params: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
 /// Create an account holding `scopes` (created when missing) on `db`, as
-/// the CLI or admin API would.
+/// the CLI or admin API would (for a gateway in this process or a `serve`
+/// child on the same database).
 pub async fn account_in(db: &TestDb, username: &str, password: &str, scopes: &[&str]) -> i32 {
     let pool = db.pool();
     for s in scopes {
@@ -51,39 +64,23 @@ pub async fn account_in(db: &TestDb, username: &str, password: &str, scopes: &[&
     .id
 }
 
-/// Create an account on `app`'s database.
-pub async fn new_account(app: &TestApp, username: &str, password: &str, scopes: &[&str]) -> i32 {
-    account_in(&app.db, username, password, scopes).await
-}
-
 /// `POST /oauth/token` with `params` to the proxy listener at `addr`.
-pub async fn token_at(addr: std::net::SocketAddr, params: &[(&str, &str)]) -> Resp {
-    let mut body = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        body.append_pair(k, v);
-    }
+pub async fn token_at(addr: SocketAddr, params: &[(&str, &str)]) -> Resp {
     send(
         http()
             .post(format!("http://{addr}/oauth/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.finish()),
+            .header("content-type", FORM)
+            .body(encode(params)),
     )
     .await
 }
 
-/// A password login.
-pub async fn login_at(addr: std::net::SocketAddr, username: &str, password: &str) -> Resp {
-    token_at(
-        addr,
-        &[
-            ("grant_type", "password"),
-            ("username", username),
-            ("password", password),
-        ],
-    )
-    .await
-}
-
-pub async fn login(app: &TestApp, username: &str, password: &str) -> Resp {
-    login_at(app.addr, username, password).await
+/// A password login at the proxy listener at `addr`.
+pub async fn login_at(addr: SocketAddr, username: &str, password: &str) -> Resp {
+    let params = [
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+    ];
+    token_at(addr, &params).await
 }
