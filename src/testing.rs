@@ -24,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -380,7 +380,7 @@ pub struct FaultProxy {
     addr: SocketAddr,
     state: watch::Sender<Fault>,
     /// Replies read from the server and waiting for [`FaultProxy::restore`].
-    held: Arc<AtomicUsize>,
+    held: Arc<watch::Sender<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,7 +397,7 @@ async fn replies(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut rx: watch::Receiver<Fault>,
-    held: Arc<AtomicUsize>,
+    held: Arc<watch::Sender<usize>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -409,9 +409,9 @@ async fn replies(
             return;
         }
         if *rx.borrow_and_update() == Fault::Holding {
-            held.fetch_add(1, Ordering::SeqCst);
+            held.send_modify(|n| *n += 1);
             let released = rx.wait_for(|f| *f != Fault::Holding).await;
-            held.fetch_sub(1, Ordering::SeqCst);
+            held.send_modify(|n| *n -= 1);
             if released.is_err() {
                 return;
             }
@@ -438,7 +438,7 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let (state, state_rx) = watch::channel(Fault::Up);
-        let held = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(watch::Sender::new(0usize));
         let held_counter = held.clone();
         tokio::spawn(async move {
             loop {
@@ -511,9 +511,13 @@ impl FaultProxy {
         let _ = self.state.send(Fault::Holding);
     }
 
-    /// Replies read from the server and held so far.
-    pub fn held_replies(&self) -> usize {
-        self.held.load(Ordering::SeqCst)
+    /// Wait until a reply is held (a query ran and its answer waits), at
+    /// most `limit`; false if none came.
+    pub async fn reply_held(&self, limit: std::time::Duration) -> bool {
+        let mut held = self.held.subscribe();
+        tokio::time::timeout(limit, held.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Back to normal; connections held by a stall are closed, held

@@ -227,14 +227,10 @@ async fn a_revocation_racing_a_cache_fill_never_leaves_the_token_valid() {
             async move { tokens.validate(&t, LOCAL).await }
         });
         // The lookup has run; its answer waits in the proxy.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while proxy.held_replies() == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "trial {trial}: the lookup never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        assert!(
+            proxy.reply_held(Duration::from_secs(10)).await,
+            "trial {trial}: the lookup never ran"
+        );
         revoke_in_db(&db, &t).await;
         tokens.invalidate(&scopegate::tokens::hash(&t)).await;
         proxy.restore();
