@@ -28,7 +28,7 @@ use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use scopegate::accounts::password::Hasher;
+use scopegate::accounts::password::{Hasher, OWASP_SETS};
 use scopegate::accounts::Password;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -110,9 +110,6 @@ fn bench(c: &mut Criterion) {
     }
     pool.finish();
 }
-
-/// OWASP's equivalent argon2id sets: (memory KiB, passes).
-const OWASP_SETS: [(u32, u32); 5] = [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)];
 
 /// One argon2id computation with `blocks` reused (as the pool's threads do).
 fn compute(argon: &Argon2<'_>, blocks: &mut [Block]) {

@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use scopegate::accounts::password::{lower_priority, OWASP_SETS};
 use serde::Serialize;
 
 use crate::knobs::Knobs;
 use crate::rounds::median;
 use crate::targets::Stack;
-
-/// OWASP's equivalent argon2id sets: (memory KiB, passes), p = 1.
-pub const OWASP_SETS: [(u32, u32); 5] = [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SetRow {
@@ -34,16 +32,6 @@ pub struct SetRow {
     pub hashes_per_s: f64,
 }
 
-/// Lower the calling thread to `SCHED_IDLE`, as the gateway's hashing
-/// threads do.
-fn idle_priority() {
-    // SAFETY: a plain syscall on the calling thread with valid arguments.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        let _ = libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
-    }
-}
-
 /// `threads` threads hashing with `(m, t)` until `stop`; returns the count.
 fn hashing(threads: usize, m: u32, t: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -52,7 +40,7 @@ fn hashing(threads: usize, m: u32, t: u32, stop: Arc<AtomicBool>) -> std::thread
             .map(|_| {
                 let (stop, done) = (stop.clone(), done.clone());
                 std::thread::spawn(move || {
-                    idle_priority();
+                    lower_priority();
                     let params = Params::new(m, t, 1, Some(32)).expect("OWASP parameters");
                     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
                     let mut blocks = vec![Block::default(); params.block_count()];

@@ -47,6 +47,9 @@ use super::Password;
 /// of 124, a third of the memory).
 pub const M_COST_KIB: u32 = 7 * 1024;
 pub const T_COST: u32 = 5;
+/// OWASP's equivalent argon2id sets (memory KiB, passes; p = 1), the
+/// current one among them; the benches measure each.
+pub const OWASP_SETS: [(u32, u32); 5] = [(47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5)];
 pub const P_COST: u32 = 1;
 const OUTPUT_LEN: usize = 32;
 const SALT_LEN: usize = 16;
@@ -314,8 +317,9 @@ fn phc_string(salt: &[u8], out: &[u8]) -> Result<String, HashError> {
     Ok(hash.to_string())
 }
 
-/// Lower this thread's priority so hashing yields to the proxy.
-fn lower_priority() {
+/// Lower this thread's priority so hashing yields to the proxy (public
+/// for the load harness, whose hashing threads must run as these do).
+pub fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread with valid arguments; on
     // Linux `setpriority(PRIO_PROCESS, 0)` and `sched_setscheduler(0)` act on

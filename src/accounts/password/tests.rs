@@ -166,3 +166,9 @@ async fn a_full_queue_is_refused_at_once() {
     );
     assert_eq!(h.refused(), refused);
 }
+
+#[test]
+fn the_set_in_use_is_one_of_owasps() {
+    assert!(OWASP_SETS.contains(&(M_COST_KIB, T_COST)));
+    assert_eq!(P_COST, 1);
+}
