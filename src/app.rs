@@ -277,6 +277,7 @@ fn proxy_thread(
                     state,
                     upstream: crate::gateway::forward::client(),
                 });
+                tokio::spawn(front.upstream.reaper());
                 server::serve_shared(l, front, limits, permits, stop).await;
             }
             Err(e) => tracing::error!(error = %e, "cannot serve a proxy listener"),

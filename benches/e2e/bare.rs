@@ -1,10 +1,10 @@
 //! `bare`: the reference for what plain proxying costs here. A minimal
-//! hyper-util reverse proxy with exactly scopegate's server and client
+//! hyper reverse proxy with exactly scopegate's server and client
 //! settings (`scopegate::server::builder`, `scopegate::gateway::forward::
-//! client`, mimalloc from the bench binary, one current-thread runtime per
+//! client`: the per-thread upstream pool, mimalloc from the bench binary, one current-thread runtime per
 //! core on `SO_REUSEPORT` listeners as `scopegate::app` runs them) and
 //! nothing else: a Bearer check against a `HashMap`, one identity header,
-//! the upstream's authority in the URI. No connection limits or idle
+//! the upstream's `Host`. No connection limits or idle
 //! watcher, no per-request timeout, no body limit or boxing, no header
 //! policy, request id, routing, cache or access log: whatever scopegate
 //! costs above this is its own layers.
@@ -21,15 +21,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
+use scopegate::gateway::pool::{Pool, PooledBody};
 
-type Answer = Response<Either<Incoming, Empty<Bytes>>>;
+type Answer = Response<Either<PooledBody<Incoming>, Empty<Bytes>>>;
 
 static X_AUTH_USER: HeaderName = HeaderName::from_static("x-authenticated-user");
 
@@ -38,6 +37,8 @@ struct Shared {
     /// Accepted tokens and the identity header each one gets.
     tokens: HashMap<Box<str>, HeaderValue>,
     upstream: Authority,
+    /// The upstream's `Host`.
+    host: HeaderValue,
 }
 
 /// `bare-proxy LISTEN UPSTREAM`: serve until killed.
@@ -54,7 +55,12 @@ pub fn main(args: &[String]) {
         .filter(|t| !t.is_empty())
         .map(|t| (t.into(), HeaderValue::from_static("bench")))
         .collect();
-    let shared = Arc::new(Shared { tokens, upstream });
+    let host = HeaderValue::from_str(upstream.as_str()).expect("UPSTREAM is a header value");
+    let shared = Arc::new(Shared {
+        tokens,
+        upstream,
+        host,
+    });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let listeners = scopegate::server::bind_group(listen, threads).expect("bind the listeners");
     let handles: Vec<_> = listeners
@@ -80,7 +86,8 @@ fn proxy_thread(listener: std::net::TcpListener, shared: Arc<Shared>) {
         let builder = Arc::new(scopegate::server::builder(
             &scopegate::server::Limits::default(),
         ));
-        let client: Client<HttpConnector, Incoming> = scopegate::gateway::forward::client();
+        let client: Arc<Pool<Incoming>> = Arc::new(scopegate::gateway::forward::client());
+        tokio::spawn(client.reaper());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -106,11 +113,7 @@ fn status(code: StatusCode) -> Answer {
     r
 }
 
-async fn proxy(
-    client: &Client<HttpConnector, Incoming>,
-    shared: &Shared,
-    req: Request<Incoming>,
-) -> Answer {
+async fn proxy(client: &Pool<Incoming>, shared: &Shared, req: Request<Incoming>) -> Answer {
     let user = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -121,25 +124,13 @@ async fn proxy(
         return status(StatusCode::UNAUTHORIZED);
     };
     let (mut parts, body) = req.into_parts();
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(shared.upstream.clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    let Ok(uri) = Uri::from_parts(uri) else {
-        return status(StatusCode::BAD_REQUEST);
-    };
-    parts.uri = uri;
     parts.version = Version::HTTP_11;
-    // The client sets the upstream's Host from the URI.
-    parts.headers.remove(header::HOST);
+    parts.headers.insert(header::HOST, shared.host.clone());
     parts.headers.insert(X_AUTH_USER.clone(), user);
-    match client.request(Request::from_parts(parts, body)).await {
+    match client
+        .send(&shared.upstream, Request::from_parts(parts, body))
+        .await
+    {
         Ok(res) => res.map(Either::Left),
         Err(_) => status(StatusCode::BAD_GATEWAY),
     }

@@ -1,6 +1,6 @@
 //! The forward phase: rewrite the request for the upstream, send it through
-//! a pooled hyper-util client, stream both bodies, and hand WebSocket
-//! upgrades over to a bidirectional copy.
+//! this thread's connection pool ([`super::pool`]), stream both bodies, and
+//! hand WebSocket upgrades over to a bidirectional copy.
 //!
 //! The header policy is [`super::headers`].
 //!
@@ -11,18 +11,9 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers::{self, strip_headers, Message};
+use super::pool::Pool;
 use super::route::Route;
 use super::{tunnel, Limits};
 use crate::body::Body;
@@ -30,28 +21,21 @@ use crate::error::Rejection;
 use crate::metrics::UpstreamError;
 use crate::request::RequestCtx;
 use crate::server::Conn;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
+/// A proxy thread's upstream connections, for the gateway's request body.
+pub type UpstreamClient = Pool<Body>;
 
-/// The pooled upstream client (keep-alive connections per upstream).
-/// Generic over the request body so the load harness's bare reference
-/// proxy (`benches/e2e/bare.rs`) can pass bodies through unboxed with
-/// exactly these settings; the gateway uses [`UpstreamClient`].
-pub fn client<B>() -> Client<HttpConnector, B>
-where
-    B: http_body::Body + Send,
-    B::Data: Send,
-{
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(http)
+/// A proxy thread's upstream pool. Generic over the request body so the
+/// load harness's bare reference proxy (`benches/e2e/bare.rs`) can pass
+/// bodies through unboxed with exactly these settings; the gateway uses
+/// [`UpstreamClient`].
+pub fn client<B>() -> Pool<B> {
+    Pool::default()
 }
 
 fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
@@ -70,20 +54,16 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
-    let up = &route.config.upstream;
+/// The upstream's request target, in origin form (RFC 9112 §3.2.1): the
+/// connection is to the upstream's authority, which `Host` names.
+fn upstream_target(path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
     let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     pq.push_str(path);
     if let Some(q) = query {
         pq.push('?');
         pq.push_str(q);
     }
-    Uri::builder()
-        .scheme(up.scheme.clone())
-        .authority(up.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| Rejection::BadRequest("the request target cannot be forwarded"))
+    Uri::try_from(pq).map_err(|_| Rejection::BadRequest("the request target cannot be forwarded"))
 }
 
 /// The client's request body on its way upstream: cut off before a frame
@@ -171,7 +151,7 @@ pub async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let uri = upstream_uri(route, path, req.uri().query())?;
+    let uri = upstream_target(path, req.uri().query())?;
     let (mut parts, body) = req.into_parts();
     headers::rewrite_request(&mut parts.headers, ctx, route, client_host.as_ref());
     if websocket {
@@ -194,7 +174,8 @@ pub async fn forward(
 
     // One timer per request: the route's deadline, capped by the server's.
     let deadline = route.config.timeout.min(limits.request_timeout);
-    let sent = tokio::time::timeout(deadline, client.request(upstream_req)).await;
+    let upstream = &route.config.upstream.authority;
+    let sent = tokio::time::timeout(deadline, client.send(upstream, upstream_req)).await;
     let mut res = match sent {
         Err(_) => {
             route.stats.upstream_error(UpstreamError::Timeout);

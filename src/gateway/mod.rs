@@ -20,6 +20,7 @@ pub mod forward;
 pub mod forwarded;
 pub mod headers;
 pub mod normalize;
+pub mod pool;
 pub mod route;
 mod tunnel;
 

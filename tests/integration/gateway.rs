@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    bearer, insert_token, raw, raw_get, read_until_closed, recorder, responses, revoke_in_db,
-    spawn_app, spawn_app_to, Seen, TestApp, CATCH_ALL, MARGIN,
+    bearer, insert_token, raw, raw_get, read_one, read_until_closed, recorder, responses,
+    revoke_in_db, spawn_app, spawn_app_to, Seen, TestApp, CATCH_ALL, MARGIN,
 };
 
 pub const ROUTES: &str = r#"
@@ -269,6 +269,32 @@ async fn options_asterisk_is_400_and_never_routed() {
         (seen[0].method.as_str(), seen[0].path.as_str()),
         ("OPTIONS", "/")
     );
+}
+
+/// Upstream connections are kept alive and reused (`docs/http.md`,
+/// "Upstream connections"): requests one after another on one client
+/// connection, with bodies of every size both ways, reach the upstream on
+/// one connection.
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    use tokio::io::AsyncWriteExt;
+    let rec = recorder().await;
+    let app = spawn_app_to(ROUTES, rec.addr).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let requests: [&[u8]; 5] = [
+        b"GET /public/a HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /public/b HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /public/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /public/d HTTP/1.1\r\nHost: t\r\nX-Echo-Bytes: 300000\r\n\r\n",
+        b"GET /public/e HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+    for r in requests {
+        s.write_all(r).await.unwrap();
+        assert_eq!(read_one(&mut s).await.status, 200);
+    }
+    let seen = rec.settled(requests.len()).await;
+    let peers: std::collections::HashSet<_> = seen.iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 1, "upstream connections: {peers:?}");
 }
 
 #[tokio::test]

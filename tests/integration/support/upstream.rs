@@ -53,6 +53,8 @@ impl Seen {
 /// What a [`Recorder`] upstream received in one request.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The gateway's end of the connection the request came on.
+    pub peer: SocketAddr,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -110,12 +112,13 @@ impl scopegate::server::Handler for Recording {
     async fn handle(
         self: Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
-        _conn: scopegate::server::Conn,
+        conn: scopegate::server::Conn,
     ) -> http::Response<scopegate::body::Body> {
         use http_body_util::BodyExt;
         let index = {
             let mut seen = self.0.lock().unwrap();
             seen.push(Recorded {
+                peer: conn.peer,
                 method: req.method().to_string(),
                 path: req.uri().path().to_owned(),
                 headers: req
