@@ -64,21 +64,14 @@ impl State {
         let sweep_task = tokio::runtime::Handle::try_current()
             .ok()
             .map(|_| crate::tokens::sweep::spawn(db.clone(), SWEEP_EVERY, sweep.clone()));
-        // Revocations pushed by the database reach this replica's cache.
+        // Revocations pushed by the database reach this replica's cache,
+        // over a connection with the pool's own TLS settings.
         let listener = match (&config.database.url, tokio::runtime::Handle::try_current()) {
-            (Some(url), Ok(_)) => match crate::db::DbTls::from_config(&config.database) {
-                Ok(tls) => Some(crate::tokens::listener::spawn(
-                    url.clone(),
-                    tls,
-                    tokens.clone(),
-                )),
-                Err(e) => {
-                    // Checked at startup already; without a listener the
-                    // cache re-checks after max_staleness_secs.
-                    tracing::error!(error = %e, "revocation listener not started");
-                    None
-                }
-            },
+            (Some(url), Ok(_)) => Some(crate::tokens::listener::spawn(
+                url.clone(),
+                db.tls().clone(),
+                tokens.clone(),
+            )),
             _ => None,
         };
         let gateway = Arc::new(Gateway::new(&config, tokens.clone()));

@@ -20,10 +20,9 @@
 use deadpool_postgres::{GenericClient, Pool};
 
 use super::catalog::{role_from, scope_from, Role, Scope, ROLE_COLUMNS, SCOPE_COLUMNS};
-use super::scopes::effective_scope_ids;
+use super::scopes::{effective_scope_ids, resolve_scopes};
 use super::store::{
-    account_from, check_optional_name, resolve_roles, resolve_scopes, Account, StoreError,
-    ACCOUNT_COLUMNS,
+    account_from, check_optional_name, resolve_roles, Account, StoreError, ACCOUNT_COLUMNS,
 };
 use crate::tokens::parse_hash_hex;
 use crate::tokens::TokenHash;
@@ -213,12 +212,12 @@ pub async fn grant_scope(pool: &Pool, id: i32, value: &str) -> Result<Account, S
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
     lock_account(&tx, id).await?;
-    let scope = resolve_scopes(&tx, &[value.to_owned()]).await?;
+    let scope_ids = resolve_scopes(&tx, &[value.to_owned()]).await?;
     let n = tx
         .execute(
             "INSERT INTO account_scopes (account_id, scope_id) SELECT $1, s FROM unnest($2::INT[]) AS s
              ON CONFLICT (account_id, scope_id) DO NOTHING",
-            &[&id, &scope.iter().map(|s| s.id).collect::<Vec<i32>>()],
+            &[&id, &scope_ids],
         )
         .await?;
     if n == 0 {
@@ -444,12 +443,12 @@ pub async fn add_role_scope(pool: &Pool, id: i32, value: &str) -> Result<Role, S
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
     lock_role(&tx, id).await?;
-    let scope = resolve_scopes(&tx, &[value.to_owned()]).await?;
+    let scope_ids = resolve_scopes(&tx, &[value.to_owned()]).await?;
     let n = tx
         .execute(
             "INSERT INTO role_scopes (role_id, scope_id) SELECT $1, s FROM unnest($2::INT[]) AS s
              ON CONFLICT (role_id, scope_id) DO NOTHING",
-            &[&id, &scope.iter().map(|s| s.id).collect::<Vec<i32>>()],
+            &[&id, &scope_ids],
         )
         .await?;
     if n == 0 {

@@ -7,7 +7,8 @@
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
-use super::store::{resolve_scopes, StoreError};
+use super::scopes::resolve_scopes;
+use super::store::StoreError;
 use crate::db::{classify, DbError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,11 +130,7 @@ pub async fn create_role(
     check_name("name", name)?;
     let mut conn = pool.get().await?;
     let tx = conn.transaction().await?;
-    let scope_ids: Vec<i32> = resolve_scopes(&tx, scopes)
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let scope_ids = resolve_scopes(&tx, scopes).await?;
     let row = tx
         .query_one(
             "INSERT INTO roles (role_name, role_description) VALUES ($1, $2) RETURNING role_id",

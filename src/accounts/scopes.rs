@@ -6,6 +6,10 @@
 //! the requested ones ([`select_scopes`]). A refresh keeps the presented
 //! token's scopes that the account still holds ([`still_held`]), so a
 //! scope taken from the account since login is not granted again.
+//!
+//! Scopes named by their values (the admin API, the CLI) become stored
+//! scopes through [`resolve_scopes`], for accounts, roles and clients
+//! alike.
 
 use deadpool_postgres::GenericClient;
 
@@ -17,6 +21,45 @@ use crate::tokens::issue::Grant;
 pub struct ScopeRef {
     pub id: i32,
     pub value: String,
+}
+
+/// Why scope values could not be resolved ([`resolve_scopes`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No scope has this value.
+    #[error("no scope with the value {0:?}")]
+    Unknown(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The ids of the scopes with these values, in `values`' order; the first
+/// value that names no scope is an error.
+pub async fn resolve_scopes<C: GenericClient>(
+    client: &C,
+    values: &[String],
+) -> Result<Vec<i32>, ResolveError> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT scope_id, scope_value FROM scopes WHERE scope_value = ANY($1)",
+            &[&values],
+        )
+        .await
+        .map_err(classify)?;
+    let mut ids = Vec::with_capacity(values.len());
+    for v in values {
+        let found = rows
+            .iter()
+            .find(|r| r.try_get::<_, &str>(1).is_ok_and(|s| s == v));
+        match found {
+            Some(r) => ids.push(r.try_get::<_, i32>(0).map_err(classify)?),
+            None => return Err(ResolveError::Unknown(v.clone())),
+        }
+    }
+    Ok(ids)
 }
 
 /// What a new pair carrying `scopes` is granted.

@@ -15,7 +15,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use serde::Serialize;
 
 use super::password::{HashError, Hasher};
-use super::scopes::ScopeRef;
+use super::scopes::{resolve_scopes, ResolveError};
 use super::{check_new_password, normalize_username, InvalidCredential, Password};
 use crate::db::{classify, DbError};
 use crate::tokens::issue::IssueError;
@@ -102,6 +102,15 @@ impl StoreError {
 }
 
 crate::db::from_db_errors!(StoreError);
+
+impl From<ResolveError> for StoreError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Unknown(value) => StoreError::UnknownScope(value),
+            ResolveError::Db(e) => StoreError::Db(e),
+        }
+    }
+}
 
 impl From<IssueError> for StoreError {
     fn from(e: IssueError) -> Self {
@@ -202,11 +211,7 @@ async fn grant_in<C: GenericClient>(
     scopes: &[String],
     roles: &[String],
 ) -> Result<(), StoreError> {
-    let scope_ids: Vec<i32> = resolve_scopes(client, scopes)
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let scope_ids = resolve_scopes(client, scopes).await?;
     let role_ids = resolve_roles(client, roles).await?;
     client
         .execute(
@@ -223,38 +228,6 @@ async fn grant_in<C: GenericClient>(
         )
         .await?;
     Ok(())
-}
-
-/// The scopes with these values; the first unknown one is an error.
-pub async fn resolve_scopes<C: GenericClient>(
-    client: &C,
-    values: &[String],
-) -> Result<Vec<ScopeRef>, StoreError> {
-    if values.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(
-            "SELECT scope_id, scope_value FROM scopes WHERE scope_value = ANY($1)",
-            &[&values],
-        )
-        .await?;
-    let found: Vec<ScopeRef> = rows
-        .iter()
-        .map(|r| {
-            Ok(ScopeRef {
-                id: r.try_get(0)?,
-                value: r.try_get(1)?,
-            })
-        })
-        .collect::<Result<_, tokio_postgres::Error>>()?;
-    if let Some(missing) = values
-        .iter()
-        .find(|v| !found.iter().any(|f| &f.value == *v))
-    {
-        return Err(StoreError::UnknownScope(missing.clone()));
-    }
-    Ok(found)
 }
 
 /// The ids of the roles with these names; the first unknown one is an error.

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::secret::{self, Secret};
 use super::{redirect, service_account_name, SERVICE_ACCOUNT_PASSWORD};
+use crate::accounts::scopes::{resolve_scopes, ResolveError};
 use crate::db::{classify, DbError};
 use crate::tokens::TokenHash;
 
@@ -89,6 +90,15 @@ impl ClientError {
 }
 
 crate::db::from_db_errors!(ClientError);
+
+impl From<ResolveError> for ClientError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Unknown(value) => ClientError::UnknownScope(value),
+            ResolveError::Db(e) => ClientError::Db(e),
+        }
+    }
+}
 
 /// 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), ClientError> {
@@ -219,34 +229,6 @@ pub async fn create(pool: &Pool, new: NewClient) -> Result<Created, ClientError>
         .ok_or_else(|| ClientError::UnknownClient(new.name.clone()))?;
     tx.commit().await?;
     Ok(Created { client, secret })
-}
-
-/// The ids of the scopes with these values; the first unknown one is an
-/// error.
-async fn resolve_scopes<C: GenericClient>(
-    client: &C,
-    values: &[String],
-) -> Result<Vec<i32>, ClientError> {
-    if values.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(
-            "SELECT scope_id, scope_value FROM scopes WHERE scope_value = ANY($1)",
-            &[&values],
-        )
-        .await?;
-    let mut ids = Vec::with_capacity(rows.len());
-    for v in values {
-        let found = rows
-            .iter()
-            .find(|r| r.try_get::<_, &str>(1).is_ok_and(|s| s == v));
-        match found {
-            Some(r) => ids.push(r.try_get::<_, i32>(0)?),
-            None => return Err(ClientError::UnknownScope(v.clone())),
-        }
-    }
-    Ok(ids)
 }
 
 async fn get_in<C: GenericClient>(client: &C, id: i32) -> Result<Option<Client>, ClientError> {

@@ -22,8 +22,38 @@ use tokio::sync::mpsc;
 
 use crate::config::Secret;
 
-pub use deadpool_postgres::{Object as Conn, Pool as DbPool};
+pub use deadpool_postgres::Object as Conn;
 pub use tls::{DbTls, TlsError};
+
+/// The connection pool, with the TLS settings its connections are opened
+/// with: a dedicated connection (the revocation listener's,
+/// [`connect_dedicated`]) takes them from here, so it negotiates exactly
+/// as the pool does and the CA file is read once, at startup, off the
+/// async workers.
+///
+/// Dereferences to the deadpool [`Pool`] (`get`, `status`, `close`, and
+/// every store function that takes a `&Pool`). Cloning is cheap: both
+/// halves are shared.
+#[derive(Clone)]
+pub struct DbPool {
+    pool: Pool,
+    tls: DbTls,
+}
+
+impl DbPool {
+    /// The TLS settings this pool was made with ([`pool`]).
+    pub fn tls(&self) -> &DbTls {
+        &self.tls
+    }
+}
+
+impl std::ops::Deref for DbPool {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        &self.pool
+    }
+}
 
 /// How long a request may wait for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -163,8 +193,9 @@ fn pg_config(url: &Secret, tls: &DbTls) -> Result<tokio_postgres::Config, DbErro
 /// Build a pool (no connection is opened yet). `url` is `database.url` as
 /// configured; `tls` is made from the same configuration
 /// ([`DbTls::from_config`], or [`DbTls::from_url`]) and decides the
-/// `sslmode` of every connection.
-pub fn pool(url: &Secret, tls: &DbTls, size: usize) -> Result<Pool, DbError> {
+/// `sslmode` of every connection, and stays with the pool
+/// ([`DbPool::tls`]).
+pub fn pool(url: &Secret, tls: &DbTls, size: usize) -> Result<DbPool, DbError> {
     let pg = pg_config(url, tls)?;
     let mgr = Manager::from_config(
         pg,
@@ -173,7 +204,7 @@ pub fn pool(url: &Secret, tls: &DbTls, size: usize) -> Result<Pool, DbError> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(mgr)
+    let pool = Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .timeouts(Timeouts {
@@ -182,7 +213,11 @@ pub fn pool(url: &Secret, tls: &DbTls, size: usize) -> Result<Pool, DbError> {
             recycle: Some(CONNECT_TIMEOUT),
         })
         .build()
-        .map_err(|e| DbError::Unavailable(e.to_string()))
+        .map_err(|e| DbError::Unavailable(e.to_string()))?;
+    Ok(DbPool {
+        pool,
+        tls: tls.clone(),
+    })
 }
 
 /// How many notifications a [`Dedicated`] connection buffers before it
@@ -268,7 +303,7 @@ pub async fn connect(
     tls: &DbTls,
     size: usize,
     patience: Duration,
-) -> Result<Pool, DbError> {
+) -> Result<DbPool, DbError> {
     let pool = pool(url, tls, size)?;
     let deadline = tokio::time::Instant::now() + patience;
     let mut delay = Duration::from_millis(100);

@@ -97,12 +97,10 @@ impl DbTls {
         let config = match (mode, roots) {
             // Chain and host name: rustls's own WebPKI verifier.
             (TlsMode::VerifyFull, Some(roots)) => builder.with_root_certificates(roots),
-            (_, Some(roots)) => builder
+            // The chain alone, or nothing without a CA file.
+            (_, roots) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, provider })),
-            (_, None) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified { provider })),
+                .with_custom_certificate_verifier(Arc::new(ChainCheck { roots, provider })),
         }
         .with_no_client_auth();
         Ok(DbTls {
@@ -164,16 +162,26 @@ fn read_ca_file(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// `verify-ca`, and `prefer` / `require` with `sslrootcert`: the
-/// certificate must chain to one of `roots` (signatures, validity dates,
-/// the server-authentication purpose), whatever names it holds.
+/// Every mode but `verify-full` (rustls's own WebPKI verifier checks the
+/// host name too):
+///
+/// - with `roots` (`verify-ca`, and `prefer` / `require` with
+///   `sslrootcert`): the certificate must chain to one of them
+///   (signatures, validity dates, the server-authentication purpose),
+///   whatever names it holds;
+/// - without (`prefer` and `require` without `sslrootcert`): any
+///   certificate is accepted (libpq's semantics: encryption without
+///   authentication).
+///
+/// The handshake signature is checked either way, so the session key
+/// belongs to whoever holds the certificate's private key.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct ChainCheck {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for ChainCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -182,14 +190,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -199,7 +209,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signature_12(&self.provider, message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -208,7 +223,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signature_13(&self.provider, message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -216,80 +236,6 @@ impl ServerCertVerifier for ChainOnly {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// `prefer` and `require` without `sslrootcert`: any certificate is
-/// accepted (libpq's semantics: encryption without authentication). The
-/// handshake signature is still checked, so the session key belongs to
-/// whoever holds the certificate's private key, whoever that is.
-#[derive(Debug)]
-struct Unverified {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signature_12(&self.provider, message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        handshake_signature_13(&self.provider, message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn handshake_signature_12(
-    provider: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls12_signature(
-        message,
-        cert,
-        dss,
-        &provider.signature_verification_algorithms,
-    )
-}
-
-fn handshake_signature_13(
-    provider: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    rustls::crypto::verify_tls13_signature(
-        message,
-        cert,
-        dss,
-        &provider.signature_verification_algorithms,
-    )
 }
 
 #[cfg(test)]

@@ -43,7 +43,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use deadpool_postgres::Pool;
 use http::HeaderValue;
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -55,7 +54,7 @@ use super::lookup::{self, AccessRecord};
 use super::revocations::{Revocations, Target, Verdict};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
-use crate::db::DbError;
+use crate::db::{DbError, DbPool};
 
 /// The caller of a valid access token, as the gateway forwards it.
 #[derive(Debug)]
@@ -189,7 +188,7 @@ impl Expiry<TokenHash, Entry> for EntryExpiry {
 /// Validates access tokens; shared by the gateway and `/oauth/*`.
 pub struct Validator {
     cache: Cache<TokenHash, Entry, foldhash::fast::RandomState>,
-    pool: Pool,
+    pool: DbPool,
     max_staleness: Duration,
     outage_grace: Duration,
     db_deadline: Duration,
@@ -254,7 +253,7 @@ fn unavailable() -> TokenError {
 }
 
 impl Validator {
-    pub fn new(pool: Pool, cfg: &CacheConfig) -> Validator {
+    pub fn new(pool: DbPool, cfg: &CacheConfig) -> Validator {
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(EntryExpiry {

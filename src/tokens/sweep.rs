@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::db::{classify, DbError};
+use crate::db::{classify, DbError, DbPool};
 
 /// Rows deleted per statement.
 pub const BATCH: i64 = 1000;
@@ -145,7 +145,7 @@ pub async fn run_once(pool: &Pool, stats: &SweepStats) {
 }
 
 /// Sweep every `every` until dropped (the task is aborted with its guard).
-pub fn spawn(pool: Pool, every: Duration, stats: std::sync::Arc<SweepStats>) -> SweepTask {
+pub fn spawn(pool: DbPool, every: Duration, stats: std::sync::Arc<SweepStats>) -> SweepTask {
     SweepTask(tokio::spawn(async move {
         // The first sweep one period after start, not at once.
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

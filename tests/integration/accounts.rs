@@ -7,6 +7,7 @@ use std::process::{Output, Stdio};
 use scopegate::accounts::bootstrap::bootstrap;
 use scopegate::accounts::store::{self, NewAccount, StoreError};
 use scopegate::accounts::Password;
+use scopegate::testing::TestDb;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -358,6 +359,33 @@ async fn usernames_are_unique_after_normalization() {
     let bad = create("zoe\u{200b}").await;
     assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
     login(&app, "ZOË", "pw").await.pair();
+}
+
+/// Scope values become ids in the order they were given (what accounts,
+/// roles and clients are granted); the first unknown value is the error.
+#[tokio::test]
+async fn scope_values_resolve_to_ids_in_order() {
+    use scopegate::accounts::scopes::{resolve_scopes, ResolveError};
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let b = store::create_scope(&pool, "b", "res:b", None)
+        .await
+        .unwrap();
+    let a = store::create_scope(&pool, "a", "res:a", None)
+        .await
+        .unwrap();
+    let conn = pool.get().await.unwrap();
+    let values = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ids = resolve_scopes(&conn, &values(&["res:a", "res:b", "res:a"]))
+        .await
+        .unwrap();
+    assert_eq!(ids, [a.id, b.id, a.id]);
+    assert!(resolve_scopes(&conn, &[]).await.unwrap().is_empty());
+    let unknown = resolve_scopes(&conn, &values(&["res:a", "res:c", "res:d"])).await;
+    assert!(
+        matches!(unknown, Err(ResolveError::Unknown(ref v)) if v == "res:c"),
+        "{unknown:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -38,12 +38,12 @@ fn same(db: &TestDb) -> TestDb {
     }
 }
 
-/// Wait (bounded) until `app`'s revocation listener has connected `n`
-/// times in all.
-async fn listening(app: &TestApp, n: u64) {
-    let stats = app.state.tokens.listener_stats();
+/// Wait (bounded) until the revocation listener feeding `tokens` has
+/// connected `n` times in all.
+async fn listening(tokens: &Validator, n: u64) {
+    let stats = tokens.listener_stats();
     let start = Instant::now();
-    while stats.connects.load(Ordering::SeqCst) < n || !app.state.tokens.listener_live() {
+    while stats.connects.load(Ordering::SeqCst) < n || !tokens.listener_live() {
         assert!(start.elapsed() < PUSH_LIMIT, "the listener never connected");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -69,8 +69,8 @@ async fn refused_after(app: &TestApp, token: &str, since: Instant) -> Duration {
 async fn a_revocation_through_one_replica_reaches_the_other() {
     let a = spawn_app_on(CONFIG, TestDb::new().await).await;
     let b = spawn_app_on(CONFIG, same(&a.db)).await;
-    listening(&a, 1).await;
-    listening(&b, 1).await;
+    listening(&a.state.tokens, 1).await;
+    listening(&b.state.tokens, 1).await;
     let rounds = 200;
     let mut delays = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -106,7 +106,7 @@ async fn a_revocation_through_one_replica_reaches_the_other() {
 async fn an_account_disabled_through_the_admin_api_is_refused_by_both_replicas() {
     let a = spawn_app_on(CONFIG, TestDb::new().await).await;
     let b = spawn_app_on(CONFIG, same(&a.db)).await;
-    listening(&b, 1).await;
+    listening(&b.state.tokens, 1).await;
     let admin = insert_token(&a.db, "root", &["scopegate:admin"], 3600).await;
     let t = insert_token(&a.db, "bob", &["api"], 3600).await;
     assert_eq!(status(&a, &t).await, 200);
@@ -142,7 +142,7 @@ async fn an_account_disabled_through_the_admin_api_is_refused_by_both_replicas()
 #[tokio::test]
 async fn a_lost_listener_reconnects_and_what_was_revoked_meanwhile_is_refused() {
     let app = spawn_app_on(CONFIG, TestDb::new().await).await;
-    listening(&app, 1).await;
+    listening(&app.state.tokens, 1).await;
     let t = insert_token(&app.db, "carol", &["api"], 3600).await;
     assert_eq!(status(&app, &t).await, 200);
     let stats = app.state.tokens.listener_stats();
@@ -168,7 +168,7 @@ async fn a_lost_listener_reconnects_and_what_was_revoked_meanwhile_is_refused() 
     // Every entry was marked for re-check when the listener went: the
     // database answers, so the revocation is seen at once, listener or not.
     assert_eq!(status(&app, &t).await, 401);
-    listening(&app, 2).await;
+    listening(&app.state.tokens, 2).await;
     assert_eq!(status(&app, &t).await, 401, "and never accepted afterwards");
     // Pushes work again after the reconnection.
     let u = insert_token(&app.db, "carol", &["api"], 3600).await;
@@ -202,6 +202,21 @@ async fn a_lost_listener_reconnects_and_what_was_revoked_meanwhile_is_refused() 
 /// to happen every time: the validator reaches Postgres through a proxy
 /// that holds the server's replies, so the lookup runs (and finds the
 /// token valid) before the revocation commits and is answered after it.
+/// The listener connects with the pool's TLS settings (made once, at
+/// startup), not with a second reading of `[database]`: a CA file gone
+/// since then does not keep it from listening.
+#[tokio::test]
+async fn the_listener_connects_with_the_pools_tls_settings() {
+    let db = TestDb::new().await;
+    let mut config = scopegate::config::Config::parse("", "listener.toml", &Default::default())
+        .expect("an empty configuration parses");
+    config.database.url = Some(db.url.clone());
+    config.database.tls = scopegate::config::TlsMode::VerifyFull;
+    config.database.ca_file = Some("/nonexistent/ca.pem".into());
+    let state = scopegate::app::State::new(config, db.pool());
+    listening(&state.tokens, 1).await;
+}
+
 #[tokio::test]
 async fn a_revocation_racing_a_cache_fill_never_leaves_the_token_valid() {
     let db = TestDb::new().await;
