@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per proxied request, counted by callgrind (exact and
 # independent of other load on the machine, unlike CPU time), for nginx
-# `proxy_pass`, the load harness's bare hyper-util proxy and `scopegate
+# `proxy_pass`, the load harness's bare hyper proxy and `scopegate
 # serve` with a cached token on a scoped route. Each proxy runs alone under
 # valgrind; instrumentation is switched on after a warm-up, then N requests
 # (h2load over HTTP/1.1, 16 connections) are counted; the upstream is

@@ -4,7 +4,7 @@
 //!
 //! - `direct`: the upstream itself (`scopegate echo --fixed` by default);
 //! - `nginx`: `proxy_pass` to it (keep-alive upstream, 2 workers), the bar;
-//! - `bare`: a minimal hyper-util proxy with scopegate's server and client
+//! - `bare`: a minimal hyper proxy with scopegate's server and client
 //!   settings and nothing else ([`bare`]), the reference for what plain
 //!   proxying costs;
 //! - `scopegate`: `scopegate serve`, a cached valid token on a route that

@@ -1,6 +1,6 @@
 //! The processes under test and how to reach them: the upstream (`scopegate
 //! echo`, `--fixed` by default), nginx `proxy_pass` (the bar), the bare
-//! hyper-util proxy (the reference for plain proxying) and `scopegate
+//! hyper proxy (the reference for plain proxying) and `scopegate
 //! serve`; nginx and scopegate once with access logs off and, for the
 //! second row set, once more with them on (to files). The gateways reach
 //! Postgres through the counting relay.
