@@ -10,9 +10,10 @@
 //! - **Lowest priority**: each thread puts itself in `SCHED_IDLE` on Linux
 //!   (`nice` 19 and `SCHED_BATCH` where that is refused): it runs only on
 //!   what the proxy's async workers leave of the cores, and a waking
-//!   worker preempts it at once, so a login storm does not stretch proxy
-//!   latency. On cores the proxy saturates, logins wait; the bounded queue
-//!   then answers 503 + `Retry-After`.
+//!   worker preempts it at once; and after a job that got less than half
+//!   a core it rests ([`yield_if_starved`]). On cores the proxy
+//!   saturates, logins wait; the bounded queue then answers 503 +
+//!   `Retry-After`.
 //! - **Buffer reuse**: each thread keeps its 7 MiB of argon2 memory blocks
 //!   between jobs (allocated on the first job) instead of allocating and
 //!   zeroing a fresh buffer per hash.
@@ -29,9 +30,10 @@
 //! computation and then compares with bytes no password produces, which is
 //! exactly as slow as a real verification and needs no hashing at start-up.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -148,6 +150,8 @@ struct Stats {
     refused: AtomicU64,
     /// Jobs accepted and not yet taken by a thread.
     queued: AtomicU64,
+    /// Jobs running now.
+    running: AtomicUsize,
 }
 
 impl Hasher {
@@ -333,6 +337,43 @@ pub fn lower_priority() {
     }
 }
 
+/// How long a hashing thread rests after a job that got less than half a
+/// core while it ran, in multiples of that job's wall time.
+const YIELD_FACTOR: u32 = 3;
+
+/// The calling thread's CPU time so far (zero where it cannot be read,
+/// which turns [`yield_if_starved`] off).
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant every Linux kernel since 2.6.12 knows.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Hashing yields to proxying (`docs/security.md`, "Password storage").
+/// The threads are `SCHED_IDLE`: they run only on what nothing else
+/// wants. A job whose thread got less than half a core while it ran, with
+/// `concurrent` jobs sharing what was left (so the pool as a whole got
+/// less than half a core), means the cores are wanted; the thread then
+/// rests for [`YIELD_FACTOR`] × the job's wall time. A starved hash runs in
+/// many short slices between the proxy's, and each slice walks megabytes
+/// of argon2 memory through the core's caches the proxy then has to
+/// refill: fewer slices, less p99.
+fn yield_if_starved(wall: Duration, cpu: Duration, concurrent: u32) {
+    if cpu > Duration::ZERO && cpu * concurrent.max(1) * 2 < wall {
+        std::thread::sleep(wall * YIELD_FACTOR);
+    }
+}
+
 fn worker(rx: Arc<Mutex<Receiver<Job>>>, stats: Arc<Stats>) {
     lower_priority();
     // Allocated on the first job, kept for the thread's life.
@@ -348,30 +389,50 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, stats: Arc<Stats>) {
                 Err(_) => return, // the Hasher is gone
             }
         };
-        match job {
-            Job::Hash { password, reply } => {
-                if reply.is_closed() {
-                    continue; // the request went away: skip the work
-                }
-                stats.computed.fetch_add(1, Ordering::Relaxed);
-                let _ = reply.send(hash_with(&mut blocks, &password));
+        let (wall, cpu) = (Instant::now(), thread_cpu_time());
+        let started_beside = stats.running.fetch_add(1, Ordering::Relaxed) + 1;
+        let hashed = run(job, &mut blocks, &stats);
+        let ended_beside = stats.running.fetch_sub(1, Ordering::Relaxed);
+        if hashed {
+            let concurrent = u32::try_from(started_beside.max(ended_beside)).unwrap_or(u32::MAX);
+            yield_if_starved(
+                wall.elapsed(),
+                thread_cpu_time().saturating_sub(cpu),
+                concurrent,
+            );
+        }
+    }
+}
+
+/// Run one job; whether it computed a hash (a job whose request went away
+/// is skipped).
+fn run(job: Job, blocks: &mut Vec<Block>, stats: &Stats) -> bool {
+    match job {
+        Job::Hash { password, reply } => {
+            if reply.is_closed() {
+                return false;
             }
-            Job::Verify {
-                password,
-                phc,
-                reply,
-            } => {
-                if reply.is_closed() {
-                    continue;
-                }
-                let _ = reply.send(verify_with(&mut blocks, &password, &phc, &stats.computed));
+            stats.computed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(hash_with(blocks, &password));
+            true
+        }
+        Job::Verify {
+            password,
+            phc,
+            reply,
+        } => {
+            if reply.is_closed() {
+                return false;
             }
-            #[cfg(feature = "testing")]
-            Job::Hold { started, release } => {
-                let _ = started.send(());
-                // Returns when the `Occupied` guard (the sender) is dropped.
-                let _ = release.recv();
-            }
+            let _ = reply.send(verify_with(blocks, &password, &phc, &stats.computed));
+            true
+        }
+        #[cfg(feature = "testing")]
+        Job::Hold { started, release } => {
+            let _ = started.send(());
+            // Returns when the `Occupied` guard (the sender) is dropped.
+            let _ = release.recv();
+            false
         }
     }
 }

@@ -215,8 +215,11 @@ impl Errors {
             u64::from(raw.max_failures_per_ip),
         );
         self.positive("login.window_secs", raw.window_secs);
+        // One core is left to the proxy: two SCHED_IDLE threads hashing on
+        // two cores still stretch proxy p99 2-3x where one stretches it
+        // 1.4x (`docs/security.md`, "Password storage").
         let hash_concurrency = if raw.hash_concurrency == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
         } else {
             raw.hash_concurrency
         };

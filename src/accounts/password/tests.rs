@@ -172,3 +172,34 @@ fn the_set_in_use_is_one_of_owasps() {
     assert!(OWASP_SETS.contains(&(M_COST_KIB, T_COST)));
     assert_eq!(P_COST, 1);
 }
+
+/// A job whose pool got less than half a core rests its thread for
+/// `YIELD_FACTOR` × its wall time; one that got more does not.
+#[test]
+fn a_starved_job_yields_and_a_fed_one_does_not() {
+    let wall = Duration::from_millis(20);
+    let t = Instant::now();
+    yield_if_starved(wall, wall / 4, 1);
+    assert!(t.elapsed() >= wall * YIELD_FACTOR, "{:?}", t.elapsed());
+
+    let t = Instant::now();
+    let (two, one) = (Duration::from_secs(2), Duration::from_secs(1));
+    yield_if_starved(two, two, 1);
+    yield_if_starved(two, one, 1);
+    // Four jobs each with a third of a core: the pool had more than one.
+    yield_if_starved(two, two / 3, 4);
+    // Unreadable CPU time: no judgement.
+    yield_if_starved(two, Duration::ZERO, 1);
+    assert!(t.elapsed() < one, "{:?}", t.elapsed());
+}
+
+#[test]
+fn thread_cpu_time_advances_with_work() {
+    let before = thread_cpu_time();
+    let mut x = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(20) {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    assert!(thread_cpu_time() > before);
+}
