@@ -212,6 +212,17 @@ impl Hasher {
         self.stats.queued.load(Ordering::Relaxed)
     }
 
+    /// `Busy` when the queue is full now, so a login can be refused
+    /// before it reads the account (the queue is checked again when the
+    /// job is submitted).
+    pub fn admit(&self) -> Result<(), HashError> {
+        if self.stats.queued.load(Ordering::Relaxed) >= self.capacity as u64 {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(HashError::Busy);
+        }
+        Ok(())
+    }
+
     fn submit(&self, job: Job) -> Result<(), HashError> {
         // Counted before it is sent, so a thread taking it at once never
         // sees the count below zero.

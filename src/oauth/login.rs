@@ -49,6 +49,8 @@ pub async fn check(
     let Some(username) = username.filter(|_| raw_password.len() <= MAX_PASSWORD_BYTES) else {
         return Err(wrong(attempt));
     };
+    // A full hashing queue answers 503 before any database work.
+    oauth.hasher.admit().map_err(Rejection::from)?;
     let record = async {
         let conn = oauth.db.get().await.map_err(DbError::from)?;
         find_login(&conn, &username).await

@@ -129,6 +129,8 @@ async fn password_grant(
     let Some(username) = username.filter(|_| raw_password.len() <= MAX_PASSWORD_BYTES) else {
         return Err(oauth.wrong_password(attempt, BAD_CREDENTIALS));
     };
+    // A full hashing queue answers 503 before any database work.
+    oauth.hasher.admit()?;
 
     // A password change can commit between reading the hash and issuing:
     // the pair is issued only if the verified hash is still the account's

@@ -2,7 +2,10 @@
 //! "Faults", F14).
 
 use crate::support::{account_in, login_at};
-use crate::support::{bearer, insert_token, raw_get, spawn_app, API_ROUTE};
+use crate::support::{
+    bearer, insert_token, raw_get, spawn_app, statement_calls_settled, ACCOUNT_LOOKUP, API_ROUTE,
+    MARGIN,
+};
 
 /// F14: hashing saturated by a login storm (one thread, a full queue):
 /// logins beyond it are refused with 503 + `Retry-After`, never queued
@@ -40,4 +43,44 @@ async fn f14_a_login_storm_never_starves_proxied_requests() {
         refused > 0,
         "60 logins at once on one hashing thread: some refused"
     );
+}
+
+/// F14: with the hashing queue full, a login is refused (503 +
+/// `Retry-After`) before it reads the account: a storm that outruns the
+/// hashing threads costs the database nothing more.
+#[tokio::test]
+async fn f14_a_full_hashing_queue_refuses_before_any_database_work() {
+    let app = spawn_app(&format!("[login]\nhash_concurrency = 1\n{API_ROUTE}")).await;
+    account_in(&app.db, "sam", "pw", &["api"]).await;
+    let hasher = app.state.oauth.hasher.clone();
+    // The thread held, then the queue filled with held jobs behind it.
+    let held = hasher.occupy().await.unwrap();
+    let queued: Vec<_> = (0..hasher.queue_capacity())
+        .map(|_| {
+            let h = hasher.clone();
+            tokio::spawn(async move { h.occupy().await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + MARGIN;
+    while hasher.queue_depth() < hasher.queue_capacity() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue never filled"
+        );
+        tokio::task::yield_now().await;
+    }
+    let lookups = statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await;
+    let r = login_at(app.addr, "sam", "pw").await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        statement_calls_settled(&app.db, ACCOUNT_LOOKUP).await,
+        lookups,
+        "the refused login read the account"
+    );
+    drop(held);
+    for q in queued {
+        drop(q.await.unwrap().unwrap());
+    }
+    assert_eq!(login_at(app.addr, "sam", "pw").await.status, 200);
 }
