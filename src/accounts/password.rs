@@ -207,6 +207,11 @@ impl Hasher {
         self.stats.refused.load(Ordering::Relaxed)
     }
 
+    /// Jobs a thread is working on right now.
+    pub fn running(&self) -> usize {
+        self.stats.running.load(Ordering::Relaxed)
+    }
+
     /// Jobs waiting for a thread right now (a metric).
     pub fn queue_depth(&self) -> u64 {
         self.stats.queued.load(Ordering::Relaxed)
@@ -349,8 +354,10 @@ pub fn lower_priority() {
 }
 
 /// How long a hashing thread rests after a job that got less than half a
-/// core while it ran, in multiples of that job's wall time.
+/// core while it ran, in multiples of that job's wall time,
 const YIELD_FACTOR: u32 = 3;
+/// ... and at most (so logins resume soon after a long saturation ends).
+const MAX_REST: Duration = Duration::from_secs(1);
 
 /// The calling thread's CPU time so far (zero where it cannot be read,
 /// which turns [`yield_if_starved`] off).
@@ -375,13 +382,13 @@ fn thread_cpu_time() -> Duration {
 /// wants. A job whose thread got less than half a core while it ran, with
 /// `concurrent` jobs sharing what was left (so the pool as a whole got
 /// less than half a core), means the cores are wanted; the thread then
-/// rests for [`YIELD_FACTOR`] × the job's wall time. A starved hash runs in
-/// many short slices between the proxy's, and each slice walks megabytes
-/// of argon2 memory through the core's caches the proxy then has to
-/// refill: fewer slices, less p99.
+/// rests for [`YIELD_FACTOR`] × the job's wall time, at most [`MAX_REST`].
+/// A starved hash runs in many short slices between the proxy's, and each
+/// slice walks megabytes of argon2 memory through the core's caches the
+/// proxy then has to refill: fewer slices, less p99.
 fn yield_if_starved(wall: Duration, cpu: Duration, concurrent: u32) {
     if cpu > Duration::ZERO && cpu * concurrent.max(1) * 2 < wall {
-        std::thread::sleep(wall * YIELD_FACTOR);
+        std::thread::sleep((wall * YIELD_FACTOR).min(MAX_REST));
     }
 }
 

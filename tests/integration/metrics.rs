@@ -3,7 +3,6 @@
 //! reloads and the cleanup sweep, and the gauges show work waiting.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -309,15 +308,6 @@ async fn routes_keep_their_counters_across_a_reload_and_reloads_are_counted() {
     );
 }
 
-/// Wait (polling, bounded) until `ready` holds.
-async fn until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// The gauges of work waiting, made deterministic: the only hashing
 /// thread is held while a login queues behind it; every pooled connection
 /// is held while a cold token lookup waits for one.
@@ -330,7 +320,10 @@ async fn queue_and_pool_gauges_show_work_waiting() {
     let hasher = &app.state.oauth.hasher;
     let held = hasher.occupy().await.unwrap();
     let observe = async move {
-        until("a queued login", || hasher.queue_depth() == 1).await;
+        crate::support::until("a queued login never happened", || {
+            hasher.queue_depth() == 1
+        })
+        .await;
         let m = Metrics::scrape(app).await;
         drop(held);
         m
@@ -352,7 +345,7 @@ async fn queue_and_pool_gauges_show_work_waiting() {
         held.push(pool.get().await.unwrap());
     }
     let observe = async move {
-        until("a request waiting for a connection", || {
+        crate::support::until("no request waited for a connection", || {
             pool.status().waiting == 1
         })
         .await;

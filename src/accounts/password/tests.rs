@@ -191,6 +191,15 @@ fn a_starved_job_yields_and_a_fed_one_does_not() {
     // Unreadable CPU time: no judgement.
     yield_if_starved(two, Duration::ZERO, 1);
     assert!(t.elapsed() < one, "{:?}", t.elapsed());
+
+    // A very long starved job rests MAX_REST, not three times its length.
+    let t = Instant::now();
+    yield_if_starved(Duration::from_secs(60), one, 1);
+    let rested = t.elapsed();
+    assert!(
+        rested >= MAX_REST && rested < Duration::from_secs(30),
+        "{rested:?}"
+    );
 }
 
 #[test]

@@ -31,3 +31,13 @@ pub use wire::*;
 /// on a loaded 2-core machine: every timing bound is a configured value
 /// plus this.
 pub const MARGIN: Duration = Duration::from_secs(2);
+
+/// Wait (polling, bounded by `5 * MARGIN`) until `ready` holds; `what`
+/// says what never happened otherwise.
+pub async fn until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + 5 * MARGIN;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
