@@ -3,16 +3,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Empty, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
 type Req = Request<Empty<Bytes>>;
 
-/// An HTTP/1.1 upstream on port 0 that counts the connections it accepts.
-/// `/len` answers with a Content-Length body, `/chunked` with a chunked
-/// one, `/empty` 204, `/stream` a body that never ends.
-async fn upstream() -> (Authority, Arc<AtomicUsize>) {
+/// A listener on port 0 that counts the connections it accepts and
+/// serves each with `serve`.
+async fn listen<F, Fut>(serve: F) -> (Authority, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -21,36 +24,42 @@ async fn upstream() -> (Authority, Arc<AtomicUsize>) {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let body: crate::body::Body = match req.uri().path() {
-                        "/len" => crate::body::full("four"),
-                        "/chunked" => StreamBody::new(futures_util::stream::iter(
-                            ["a", "b", "c"].map(|s| Ok(Frame::data(Bytes::from(s)))),
-                        ))
-                        .boxed_unsync(),
-                        "/stream" => {
-                            StreamBody::new(futures_util::stream::unfold((), |()| async {
-                                tokio::task::yield_now().await;
-                                Some((Ok(Frame::data(Bytes::from_static(b"x"))), ()))
-                            }))
-                            .boxed_unsync()
-                        }
-                        _ => crate::body::empty(),
-                    };
-                    let mut res = Response::new(body);
-                    if req.uri().path() == "/empty" {
-                        *res.status_mut() = StatusCode::NO_CONTENT;
-                    }
-                    Ok::<_, Infallible>(res)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (authority, accepted)
+}
+
+/// An HTTP/1.1 upstream: `/len` answers with a Content-Length body,
+/// `/chunked` with a chunked one, `/empty` 204, `/stream` a body that
+/// never ends.
+async fn upstream() -> (Authority, Arc<AtomicUsize>) {
+    listen(|stream| async move {
+        let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let body: crate::body::Body = match req.uri().path() {
+                "/len" => crate::body::full("four"),
+                "/chunked" => StreamBody::new(futures_util::stream::iter(
+                    ["a", "b", "c"].map(|s| Ok(Frame::data(Bytes::from(s)))),
+                ))
+                .boxed_unsync(),
+                "/stream" => StreamBody::new(futures_util::stream::unfold((), |()| async {
+                    tokio::task::yield_now().await;
+                    Some((Ok(Frame::data(Bytes::from_static(b"x"))), ()))
+                }))
+                .boxed_unsync(),
+                _ => crate::body::empty(),
+            };
+            let mut res = Response::new(body);
+            if req.uri().path() == "/empty" {
+                *res.status_mut() = StatusCode::NO_CONTENT;
+            }
+            Ok::<_, Infallible>(res)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 fn request(method: &str, path: &str, upstream: &Authority) -> Req {
@@ -124,30 +133,22 @@ async fn a_body_dropped_midway_closes_its_connection() {
 
 /// An upstream that answers one request per connection and then closes
 /// it without saying so (no `Connection: close`), as a keep-alive timeout
-/// does; it reports each connection's end.
+/// does.
 async fn closing_upstream() -> (Authority, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request head was cut");
-                head.extend_from_slice(&buf[..n]);
-            }
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
+    listen(|mut stream| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head was cut");
+            head.extend_from_slice(&buf[..n]);
         }
-    });
-    (authority, accepted)
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    })
+    .await
 }
 
 #[tokio::test]
