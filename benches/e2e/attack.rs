@@ -21,7 +21,7 @@ use crate::knobs::Knobs;
 use crate::load::Load;
 use crate::pgrelay::Snapshot;
 use crate::rounds::median;
-use crate::storm::{Storm, StormResult};
+use crate::storm::{Retry, Storm, StormResult};
 use crate::targets::{Stack, SCOPED_PATH};
 
 /// Random well-formed tokens sent until `total` or stopped.
@@ -177,7 +177,8 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> At
             let started = Instant::now();
             let spray = (*phase == "spray")
                 .then(|| Spray::start(port, knobs.spray_conns, knobs.spray_tokens));
-            let storm = (*phase == "storm").then(|| Storm::start(port, knobs.login_clients));
+            let storm =
+                (*phase == "storm").then(|| Storm::start(port, knobs.login_clients, Retry::Ignore));
             let valid = stack.scoped_wrk(&url, knobs).run();
             let spray = spray.map(Spray::finish);
             let storm = storm.map(Storm::finish);

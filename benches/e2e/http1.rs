@@ -1,7 +1,7 @@
 //! A minimal blocking HTTP/1.1 client for the side traffic (logins, token
 //! spraying): one request at a time on a kept-alive socket, the answer's
-//! status and body length read with `Content-Length` framing (what
-//! scopegate's own answers use).
+//! status, `Retry-After` and body length read with `Content-Length`
+//! framing (what scopegate's own answers use).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,6 +9,8 @@ use std::net::TcpStream;
 pub struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The last answer's `Retry-After`, in seconds (delta form only).
+    pub retry_after: Option<u64>,
 }
 
 impl Client {
@@ -18,6 +20,7 @@ impl Client {
         Ok(Client {
             stream,
             buf: Vec::with_capacity(4096),
+            retry_after: None,
         })
     }
 
@@ -57,6 +60,10 @@ impl Client {
                         .nth(1)
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(0);
+                    self.retry_after = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("retry-after:"))
+                        .and_then(|v| v.trim().parse().ok());
                     self.buf.drain(..end + 4 + len);
                     return Ok(code);
                 }

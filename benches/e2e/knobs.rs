@@ -55,6 +55,10 @@ pub struct Knobs {
     pub h2_streams: u32,
     /// `E2E_LOGIN_CLIENTS` (6): clients logging in during a login storm.
     pub login_clients: usize,
+    /// `E2E_STORM_RETRY` (honor): whether those clients wait as a 503's
+    /// `Retry-After` says (`honor`) or retry at once (`ignore`). The attack
+    /// part's storm always ignores it.
+    pub storm_retry: crate::storm::Retry,
     /// `E2E_SPRAY_TOKENS` (100000): distinct random tokens sprayed per
     /// attack round (fewer if the run ends first).
     pub spray_tokens: u64,
@@ -123,6 +127,11 @@ impl Knobs {
             h2_conns: num("E2E_H2_CONNS", 16u32).max(1),
             h2_streams: num("E2E_H2_STREAMS", 4u32).max(1),
             login_clients: num("E2E_LOGIN_CLIENTS", 6usize).max(1),
+            storm_retry: match word("E2E_STORM_RETRY", "honor").as_str() {
+                "honor" => crate::storm::Retry::Honor,
+                "ignore" => crate::storm::Retry::Ignore,
+                other => panic!("E2E_STORM_RETRY={other:?}: expected honor or ignore"),
+            },
             spray_tokens: num("E2E_SPRAY_TOKENS", 100_000u64),
             spray_conns: num("E2E_SPRAY_CONNS", 8usize).max(1),
             mem_tokens: num("E2E_MEM_TOKENS", 100_000usize).max(1),

@@ -245,27 +245,32 @@ pub fn print_h2c(rows: &[Row], knobs: &Knobs) {
 
 pub fn print_storm(s: &StormReport) {
     println!(
-        "\n## Logins next to proxying ({} login clients)\n",
-        s.clients
+        "\n## Logins next to proxying ({} login clients, a 503's `Retry-After` {})\n",
+        s.clients,
+        match s.retry {
+            crate::storm::Retry::Honor => "honored",
+            crate::storm::Retry::Ignore => "ignored",
+        }
     );
     println!(
         "One verify {:.1} ms with {} hashing threads: limit {:.0} logins/s. One login on the idle gateway {:.1} ms.\n",
         s.verify_ms, s.hash_threads, s.limit_logins_per_s, s.idle_login_ms
     );
-    println!("| | logins/s | ÷ limit | proxy p99 | × quiet p99 | × quiet req/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("| | logins/s | ÷ limit | refused/s | proxy p99 | × quiet p99 | × quiet req/s |");
+    println!("|---|---|---|---|---|---|---|");
     println!(
-        "| storm alone | {:.0} | {:.2} | — | — | — |",
-        s.alone.logins_per_s, s.alone_vs_limit
+        "| storm alone | {:.0} | {:.2} | {:.0} | — | — | — |",
+        s.alone.logins_per_s, s.alone_vs_limit, s.alone.refused_per_s
     );
     println!(
-        "| quiet proxy load | — | — | {} | 1.00× | 1.00× |",
+        "| quiet proxy load | — | — | — | {} | 1.00× | 1.00× |",
         ms(s.quiet_p99_us)
     );
     println!(
-        "| proxy load + storm | {:.0} | {:.2} | {} | {:.2}× | {:.2}× |",
+        "| proxy load + storm | {:.0} | {:.2} | {:.0} | {} | {:.2}× | {:.2}× |",
         s.loaded_logins_per_s,
         s.loaded_vs_limit,
+        s.loaded_refused_per_s,
         ms(s.stormy_p99_us),
         s.p99_ratio,
         s.rps_ratio

@@ -45,6 +45,17 @@ pub fn create_account(gw: &Gateway, db_url: &str) {
     );
 }
 
+/// What a storm's clients do with a refusal's `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retry {
+    /// Wait as told (a client, or an OAuth library, that follows RFC 9110
+    /// §10.2.3), in slices that notice the stop.
+    Honor,
+    /// Try again at once (a flood).
+    Ignore,
+}
+
 /// Logins running until stopped; `finish` says how many succeeded.
 pub struct Storm {
     stop: Arc<AtomicBool>,
@@ -59,10 +70,11 @@ pub struct StormResult {
     /// Answers other than 200 (e.g. 503 when the hashing queue is full).
     pub refused: u64,
     pub logins_per_s: f64,
+    pub refused_per_s: f64,
 }
 
 impl Storm {
-    pub fn start(port: u16, clients: usize) -> Storm {
+    pub fn start(port: u16, clients: usize, retry: Retry) -> Storm {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..clients)
             .map(|_| {
@@ -76,7 +88,12 @@ impl Storm {
                         while !stop.load(Ordering::Relaxed) {
                             match c.post_form("/oauth/token", LOGIN_FORM) {
                                 Ok(200) => ok += 1,
-                                Ok(_) => other += 1,
+                                Ok(_) => {
+                                    other += 1;
+                                    if let (Retry::Honor, Some(secs)) = (retry, c.retry_after) {
+                                        wait(&stop, Duration::from_secs(secs.min(10)));
+                                    }
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -105,7 +122,20 @@ impl Storm {
             logins,
             refused,
             logins_per_s: logins as f64 / elapsed,
+            refused_per_s: refused as f64 / elapsed,
         }
+    }
+}
+
+/// Sleep `d`, or less if `stop` is set meanwhile.
+fn wait(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
     }
 }
 
@@ -120,6 +150,8 @@ pub struct StormRound {
 #[derive(Debug, Clone, Serialize)]
 pub struct StormReport {
     pub clients: usize,
+    /// Whether the clients waited as a refusal's `Retry-After` said.
+    pub retry: Retry,
     pub hash_threads: usize,
     /// One argon2id verify through the pool, median of sequential ones.
     pub verify_ms: f64,
@@ -137,6 +169,7 @@ pub struct StormReport {
     pub p99_ratio: f64,
     pub rps_ratio: f64,
     pub loaded_logins_per_s: f64,
+    pub loaded_refused_per_s: f64,
     pub loaded_vs_limit: f64,
     /// The proxy beside each OWASP argon2id set ([`crate::sets`]).
     pub sets: Vec<crate::sets::SetRow>,
@@ -195,7 +228,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
     );
 
     let alone = {
-        let storm = Storm::start(port, knobs.login_clients);
+        let storm = Storm::start(port, knobs.login_clients, knobs.storm_retry);
         std::thread::sleep(Duration::from_secs(knobs.secs));
         storm.finish()
     };
@@ -211,7 +244,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
     let mut rounds = Vec::new();
     for round in 0..knobs.rounds {
         let quiet = wrk();
-        let storm = Storm::start(port, knobs.login_clients);
+        let storm = Storm::start(port, knobs.login_clients, knobs.storm_retry);
         let stormy = wrk();
         let storm = storm.finish();
         eprintln!(
@@ -234,6 +267,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
     let loaded = median(rounds.iter().map(|r| r.storm.logins_per_s));
     StormReport {
         clients: knobs.login_clients,
+        retry: knobs.storm_retry,
         hash_threads,
         verify_ms: verify * 1e3,
         limit_logins_per_s: limit,
@@ -245,6 +279,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
         p99_ratio: median(rounds.iter().map(|r| r.stormy.p99_us / r.quiet.p99_us)),
         rps_ratio: median(rounds.iter().map(|r| r.stormy.rps / r.quiet.rps)),
         loaded_logins_per_s: loaded,
+        loaded_refused_per_s: median(rounds.iter().map(|r| r.storm.refused_per_s)),
         loaded_vs_limit: loaded / limit,
         rounds,
         sets,
