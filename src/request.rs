@@ -10,7 +10,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue};
@@ -18,7 +17,7 @@ use http::{Method, Request, Response};
 
 use crate::body::Body;
 use crate::metrics::RouteStats;
-use crate::tokens::cache::Identity;
+use crate::tokens::cache::Caller;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -45,7 +44,7 @@ pub struct RequestCtx<'a> {
     /// The counters of what served the request (set with `label`).
     pub stats: &'a RouteStats,
     /// The caller, once a token was validated.
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Option<Caller>,
 }
 
 impl<'a> RequestCtx<'a> {

@@ -140,11 +140,16 @@ pub(super) fn rewrite_request(
     }
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     if let Some(id) = &ctx.identity {
-        h.insert(X_AUTH_USER.clone(), id.user_header.clone());
-        h.insert(X_AUTH_ACCOUNT.clone(), id.account_id_header.clone());
-        h.insert(X_AUTH_SCOPE.clone(), id.scope_header.clone());
-        if let Some(client) = &id.client_header {
-            h.insert(X_AUTH_CLIENT.clone(), client.clone());
+        let values = [
+            (&X_AUTH_USER, id.user_header()),
+            (&X_AUTH_ACCOUNT, id.account_id_header()),
+            (&X_AUTH_SCOPE, id.scope_header()),
+            (&X_AUTH_CLIENT, id.client_header()),
+        ];
+        for (name, value) in values {
+            if let Some(v) = value {
+                h.insert(name.clone(), v);
+            }
         }
     }
     h.insert(header::HOST, route.config.upstream.host.clone());

@@ -38,7 +38,7 @@ use crate::config::{Cidr, Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
 use crate::metrics::RouteStats;
 use crate::tokens::bearer::{credentials, Credentials};
-use crate::tokens::cache::{Identity, Validator};
+use crate::tokens::cache::{Caller, Identity, Validator};
 use authorize::Decision;
 use route::{Route, RouteMatch, RouteTable};
 
@@ -307,7 +307,7 @@ pub async fn authenticate<B>(
     req: &Request<B>,
     route: &Route,
     client: IpAddr,
-) -> Result<Option<Arc<Identity>>, Rejection> {
+) -> Result<Option<Caller>, Rejection> {
     match credentials(req.headers(), req.uri().query())? {
         Credentials::Bearer(token) => Ok(Some(tokens.validate(token, client).await?)),
         Credentials::None if route.config.access.is_public() => Ok(None),

@@ -53,7 +53,7 @@ use crate::metrics::RouteStats;
 use crate::rate::RateLimit;
 use crate::request::RequestCtx;
 use crate::tokens::bearer::{credentials, Credentials};
-use crate::tokens::cache::{Identity, Validator};
+use crate::tokens::cache::{Caller, Validator};
 use form::Form;
 use throttle::{Attempt, Throttle};
 
@@ -328,7 +328,7 @@ impl OAuth {
         &self,
         ctx: &mut RequestCtx<'_>,
         req: &Request<B>,
-    ) -> Result<Arc<Identity>, Rejection> {
+    ) -> Result<Caller, Rejection> {
         let identity = match credentials(req.headers(), req.uri().query())? {
             Credentials::Bearer(token) => self.tokens.validate(token, ctx.client).await?,
             Credentials::None => return Err(Rejection::MissingCredentials),

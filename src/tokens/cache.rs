@@ -57,33 +57,37 @@ use crate::config::CacheConfig;
 use crate::db::{DbError, DbPool};
 
 /// The caller of a valid access token, as the gateway forwards it.
-#[derive(Debug)]
+///
+/// Compact, because one is cached per token (`docs/operations.md`, "Token
+/// cache consistency"): the username, the account id, the granted scopes
+/// and the client id are one buffer, and the `X-Authenticated-*` values are
+/// slices of it, made per request (a reference count, no copy).
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub token_id: i64,
     pub account_id: i32,
     /// UNIX seconds.
     pub expires: i64,
     pub issued: i64,
-    /// Precomputed `X-Authenticated-*` values, and the one copy of the
-    /// username and of the granted scopes (sorted, space-separated, the
-    /// RFC 6749 §3.3 form): see [`Identity::username`], [`Identity::scope`].
-    pub user_header: HeaderValue,
-    pub account_id_header: HeaderValue,
-    pub scope_header: HeaderValue,
-    /// `X-Authenticated-Client`: the `client_id` of the OAuth client the
-    /// token was issued through, if any (the header value is the one copy).
-    pub client_header: Option<HeaderValue>,
+    /// username, account id, scopes (sorted, space-separated: the RFC
+    /// 6749 §3.3 form), client id, back to back; every part was checked
+    /// to be a valid header value when the entry was made.
+    text: Bytes,
+    /// Where the username, the account id and the scopes end in `text`;
+    /// the client id is the rest.
+    ends: [u32; 3],
+    has_client: bool,
 }
 
 impl Identity {
     /// The account's username.
     pub fn username(&self) -> &str {
-        text(&self.user_header)
+        self.part(0)
     }
 
     /// The granted scopes, sorted, space-separated.
     pub fn scope(&self) -> &str {
-        text(&self.scope_header)
+        self.part(2)
     }
 
     /// The granted scopes, one by one.
@@ -93,51 +97,98 @@ impl Identity {
 
     /// The `client_id` the token was issued through.
     pub fn client_id(&self) -> Option<&str> {
-        self.client_header.as_ref().and_then(|v| v.to_str().ok())
+        self.has_client.then(|| self.part(3))
+    }
+
+    /// `X-Authenticated-User`.
+    pub fn user_header(&self) -> Option<HeaderValue> {
+        self.header(0)
+    }
+
+    /// `X-Authenticated-Account-Id`.
+    pub fn account_id_header(&self) -> Option<HeaderValue> {
+        self.header(1)
+    }
+
+    /// `X-Authenticated-Scope`.
+    pub fn scope_header(&self) -> Option<HeaderValue> {
+        self.header(2)
+    }
+
+    /// `X-Authenticated-Client`: the `client_id` the token was issued
+    /// through, if any.
+    pub fn client_header(&self) -> Option<HeaderValue> {
+        self.has_client.then(|| self.header(3)).flatten()
+    }
+
+    fn range(&self, part: usize) -> std::ops::Range<usize> {
+        let at = |i: usize| self.ends.get(i).map_or(self.text.len(), |e| *e as usize);
+        let start = if part == 0 { 0 } else { at(part - 1) };
+        start..at(part).max(start)
+    }
+
+    /// UTF-8 by construction; a part that were not would read as empty,
+    /// never as something else.
+    fn part(&self, part: usize) -> &str {
+        let bytes = self.text.get(self.range(part)).unwrap_or_default();
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// A valid header value by construction (checked in `from_record`):
+    /// `None` cannot happen, and would leave the header out.
+    fn header(&self, part: usize) -> Option<HeaderValue> {
+        let range = self.range(part);
+        if range.end > self.text.len() {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(self.text.slice(range)).ok()
     }
 
     fn from_record(r: &AccessRecord) -> Option<Identity> {
-        // All the header values are slices of one buffer: one allocation
-        // (and one shared reference count, made on the first clone)
-        // instead of one of each per value, for every cached token.
         let account_id = r.account_id.to_string();
         let client = r.client_id.as_deref().unwrap_or_default();
         let scopes_len: usize = r.scopes.iter().map(|s| s.len() + 1).sum();
         let mut buf =
             Vec::with_capacity(r.username.len() + account_id.len() + scopes_len + client.len());
-        let mut part = |text: &str| {
-            let start = buf.len();
-            buf.extend_from_slice(text.as_bytes());
-            start..buf.len()
-        };
-        let user = part(&r.username);
-        let account = part(&account_id);
-        let scope = part(&r.scopes.join(" "));
-        let client = r.client_id.is_some().then(|| part(client));
-        let all = Bytes::from(buf);
-        let value =
-            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(all.slice(range)).ok();
-        let client_header = match client {
-            Some(range) => Some(value(range)?),
-            None => None,
-        };
+        let mut ends = [0u32; 3];
+        let parts = [
+            r.username.as_str(),
+            &account_id,
+            &r.scopes.join(" "),
+            client,
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            // Each part alone must be a header value (no CR, LF, NUL...).
+            HeaderValue::from_str(part).ok()?;
+            buf.extend_from_slice(part.as_bytes());
+            if let Some(end) = ends.get_mut(i) {
+                *end = u32::try_from(buf.len()).ok()?;
+            }
+        }
+        buf.shrink_to_fit();
         Some(Identity {
             token_id: r.token_id,
             account_id: r.account_id,
-            user_header: value(user)?,
-            account_id_header: value(account)?,
-            scope_header: value(scope)?,
-            client_header,
             expires: r.expires,
             issued: r.created,
+            text: Bytes::from(buf),
+            ends,
+            has_client: r.client_id.is_some(),
         })
     }
 }
 
-/// The text of a header value made from a `&str` (so it is UTF-8; a value
-/// that were not would read as empty, never as something else).
-fn text(v: &HeaderValue) -> &str {
-    std::str::from_utf8(v.as_bytes()).unwrap_or_default()
+/// A valid token's identity, as [`Validator::validate`] answers it: shared
+/// with the cache entry it came from (one allocation per cached token).
+#[derive(Debug, Clone)]
+pub struct Caller(Arc<ValidEntry>);
+
+impl std::ops::Deref for Caller {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.0.identity
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -149,7 +200,7 @@ enum Entry {
 
 #[derive(Debug)]
 struct ValidEntry {
-    identity: Arc<Identity>,
+    identity: Identity,
     /// Monotonic deadline equivalent of `identity.expires`.
     expires_at: Instant,
     /// When the database last said "valid".
@@ -366,7 +417,7 @@ impl Validator {
 
     /// Validate a bearer token presented by `client`: `Ok` with its
     /// identity, or the rejection.
-    pub async fn validate(&self, token: &str, client: IpAddr) -> Result<Arc<Identity>, TokenError> {
+    pub async fn validate(&self, token: &str, client: IpAddr) -> Result<Caller, TokenError> {
         if !is_well_formed(token, Kind::Access) {
             return Err(TokenError::Invalid);
         }
@@ -395,7 +446,7 @@ impl Validator {
                     if !filled {
                         self.counts.hits.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(e.identity.clone());
+                    return Ok(Caller(e));
                 }
                 self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
                 Box::pin(self.recheck(key, &e, now)).await
@@ -449,7 +500,7 @@ impl Validator {
             return Entry::Invalid;
         };
         Entry::Valid(Arc::new(ValidEntry {
-            identity: Arc::new(identity),
+            identity,
             expires_at: asked + record.remaining(),
             confirmed: now,
             epoch: AtomicU64::new(epoch),
@@ -476,7 +527,7 @@ impl Validator {
         key: TokenHash,
         seen: &Arc<ValidEntry>,
         seen_at: Instant,
-    ) -> Result<Arc<Identity>, TokenError> {
+    ) -> Result<Caller, TokenError> {
         let outcome = self
             .cache
             .entry(key)
@@ -524,13 +575,13 @@ impl Validator {
                 {
                     // Confirmed by the database while we waited (by us or
                     // by a predecessor whose answer the usual rules trust).
-                    Ok(e.identity.clone())
+                    Ok(Caller(e))
                 } else if now.duration_since(e.confirmed) < self.outage_grace
                     && !self.known_revoked(&e, &key)
                 {
                     // The database could not answer; it vouched recently
                     // enough, and no revocation of it is known since.
-                    Ok(e.identity.clone())
+                    Ok(Caller(e))
                 } else {
                     Err(unavailable())
                 }
