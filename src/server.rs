@@ -23,12 +23,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -262,23 +263,54 @@ async fn connection<H: Handler>(
     // draining connection is bounded by the drain's grace period instead.
     let mut goodbye: Option<tokio::time::Instant> = None;
     let mut draining = false;
+    let side = Arc::new(SideWake::default());
+    let side_waker = Waker::from(side.clone());
     loop {
-        tokio::select! {
-            r = served.as_mut() => {
+        let event = {
+            let idle_armed = goodbye.is_none() && !draining;
+            let mut idle_over = std::pin::pin!(activity.idle_for(idle));
+            let mut goodbye_over = std::pin::pin!(sleep_until(goodbye));
+            let mut changed = std::pin::pin!(stage.changed());
+            // New side futures: poll them once, which registers them.
+            side.woken.store(true, Ordering::Release);
+            std::future::poll_fn(|cx| {
+                side.task.register(cx.waker());
+                if let Poll::Ready(r) = served.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Served(r));
+                }
+                if !side.woken.swap(false, Ordering::AcqRel) {
+                    return Poll::Pending;
+                }
+                let mut side_cx = Context::from_waker(&side_waker);
+                if idle_armed && idle_over.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Idle);
+                }
+                if goodbye_over.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::GoodbyeOver);
+                }
+                if let Poll::Ready(r) = changed.as_mut().poll(&mut side_cx) {
+                    return Poll::Ready(Event::Stage { gone: r.is_err() });
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        match event {
+            Event::Served(r) => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = activity.idle_for(idle), if goodbye.is_none() && !draining => {
+            Event::Idle => {
                 tracing::debug!(%peer, "idle connection closed");
                 served.as_mut().graceful_shutdown();
                 goodbye = Some(tokio::time::Instant::now() + idle);
             }
-            _ = sleep_until(goodbye) => return,
-            changed = stage.changed() => {
+            Event::GoodbyeOver => return,
+            Event::Stage { gone } => {
                 let now = *stage.borrow_and_update();
-                if changed.is_err() || now == Stage::Closing {
+                if gone || now == Stage::Closing {
                     return;
                 }
                 if now == Stage::Draining && !draining {
@@ -289,6 +321,40 @@ async fn connection<H: Handler>(
                 }
             }
         }
+    }
+}
+
+/// What a connection's task woke up for, besides serving.
+enum Event<E> {
+    /// hyper is done with the connection.
+    Served(Result<(), E>),
+    /// No request for the idle period: ask the client to go.
+    Idle,
+    /// The goodbye (or drain) period is over: drop the connection.
+    GoodbyeOver,
+    /// The server's stage moved (or the server is gone).
+    Stage { gone: bool },
+}
+
+/// The waker a connection's side events (idle timer, goodbye deadline,
+/// the server's stage) are polled with: it notes that one of them woke the
+/// task, then wakes it. The many wakes for the connection's own sockets,
+/// several per request, then poll hyper alone; the side futures stay
+/// registered meanwhile and are polled again only when they woke.
+#[derive(Default)]
+struct SideWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
