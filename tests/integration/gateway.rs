@@ -665,6 +665,43 @@ async fn slow_headers_are_cut_off_at_the_header_read_timeout() {
     assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
 
+/// A kept-alive HTTP/1.1 connection is closed once it has been idle for
+/// `header_read_timeout` after its last answer, and not before: each
+/// request starts the idle period again (`docs/http.md`, "Connections").
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let timeout = Duration::from_secs(1);
+    let app = spawn_app(&format!(
+        "[server]\nheader_read_timeout_secs = {}\n{ROUTES}",
+        timeout.as_secs()
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Requests 0.6 of the timeout apart, 1.8 timeouts in all: the
+    // connection outlives the timeout because each one restarts it.
+    for _ in 0..3 {
+        s.write_all(b"GET /public HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_one(&mut s).await.status, 200);
+        let (_, closed) = read_until_closed(&mut s, timeout * 6 / 10).await;
+        assert!(
+            !closed,
+            "a connection idle for less than the timeout was closed"
+        );
+    }
+    let idle = Instant::now();
+    s.write_all(b"GET /public HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s).await.status, 200);
+    let (_, closed) = read_until_closed(&mut s, 2 * timeout + MARGIN).await;
+    let took = idle.elapsed();
+    assert!(closed, "the idle connection was not closed within {took:?}");
+    assert!(took >= timeout * 9 / 10, "closed too early: {took:?}");
+}
+
 #[tokio::test]
 async fn the_server_request_timeout_caps_route_timeouts() {
     let cap = Duration::from_secs(1);
