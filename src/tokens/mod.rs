@@ -110,8 +110,20 @@ pub fn is_well_formed(token: &str, kind: Kind) -> bool {
         && token.starts_with(prefix)
         && token.as_bytes()[prefix.len()..]
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .all(|b| BASE64URL[usize::from(*b)])
 }
+
+/// The unpadded base64url alphabet (RFC 4648 §5), as a table.
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        i += 1;
+    }
+    table
+};
 
 pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
@@ -149,6 +161,25 @@ mod tests {
             Kind::Access
         ));
         assert!(!is_well_formed("", Kind::Access));
+    }
+
+    #[test]
+    fn the_token_alphabet_is_exactly_base64url() {
+        let t = generate(Kind::Access).unwrap();
+        for b in 0..=255u8 {
+            let mut bytes = t.clone().into_bytes();
+            let last = bytes.len() - 1;
+            bytes[last] = b;
+            let Ok(candidate) = String::from_utf8(bytes) else {
+                continue; // not a &str: never reaches the check
+            };
+            let allowed = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+            assert_eq!(
+                is_well_formed(&candidate, Kind::Access),
+                allowed,
+                "byte {b:#04x}"
+            );
+        }
     }
 
     #[test]
