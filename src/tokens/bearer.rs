@@ -82,19 +82,8 @@ fn is_b64token(t: &[u8]) -> bool {
     body_len > 0 && t[..body_len].iter().all(|b| B64TOKEN[usize::from(*b)])
 }
 
-/// The bytes of a b64token's body, as a table: one load per byte on every
-/// request instead of a chain of comparisons.
-const B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] =
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        i += 1;
-    }
-    table
-};
+/// The bytes of a b64token's body.
+const B64TOKEN: [bool; 256] = super::alphanumeric_and(b"-._~+/");
 
 fn query_has_access_token(q: &str) -> bool {
     // Fast path: most queries do not mention it at all.
