@@ -16,7 +16,7 @@
 //! The granted scopes may be given as a list ([`authorize`] with `&[S]`,
 //! `&Vec<S>`, `&[S; N]`: one scope per element, compared as is) or as the
 //! space-separated scope string of RFC 6749 §3.3 (`&str`, `&String`,
-//! `&Box<str>`, e.g. [`crate::tokens::cache::Identity::scope`]: split on
+//! `&Box<str>`, e.g. [`crate::tokens::identity::Identity::scope`]: split on
 //! single spaces, empty items ignored). Neither form allocates.
 
 use crate::config::Access;

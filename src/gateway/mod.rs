@@ -38,7 +38,8 @@ use crate::config::{Cidr, Config, ServerConfig, ALLOW_ALL_METHODS};
 use crate::error::Rejection;
 use crate::metrics::RouteStats;
 use crate::tokens::bearer::{credentials, Credentials};
-use crate::tokens::cache::{Caller, Identity, Validator};
+use crate::tokens::cache::{Caller, Validator};
+use crate::tokens::identity::Identity;
 use authorize::Decision;
 use route::{Route, RouteMatch, RouteTable};
 

@@ -42,141 +42,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::HeaderValue;
 use moka::future::Cache;
 use moka::ops::compute::Op;
 use moka::Expiry;
 
 use super::budget::LookupBudget;
+use super::identity::Identity;
 use super::listener::ListenerStats;
 use super::lookup::{self, AccessRecord};
 use super::revocations::{Revocations, Target, Verdict};
 use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{DbError, DbPool};
-
-/// The caller of a valid access token, as the gateway forwards it.
-///
-/// Compact, because one is cached per token (`docs/operations.md`, "Token
-/// cache consistency"): the username, the account id, the granted scopes
-/// and the client id are one buffer, and the `X-Authenticated-*` values are
-/// slices of it, made per request (a reference count, no copy).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub token_id: i64,
-    pub account_id: i32,
-    /// UNIX seconds.
-    pub expires: i64,
-    pub issued: i64,
-    /// username, account id, scopes (sorted, space-separated: the RFC
-    /// 6749 §3.3 form), client id, back to back; every part was checked
-    /// to be a valid header value when the entry was made.
-    text: Bytes,
-    /// Where the username, the account id and the scopes end in `text`;
-    /// the client id is the rest.
-    ends: [u32; 3],
-    has_client: bool,
-}
-
-impl Identity {
-    /// The account's username.
-    pub fn username(&self) -> &str {
-        self.part(0)
-    }
-
-    /// The granted scopes, sorted, space-separated.
-    pub fn scope(&self) -> &str {
-        self.part(2)
-    }
-
-    /// The granted scopes, one by one.
-    pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope().split(' ').filter(|s| !s.is_empty())
-    }
-
-    /// The `client_id` the token was issued through.
-    pub fn client_id(&self) -> Option<&str> {
-        self.has_client.then(|| self.part(3))
-    }
-
-    /// `X-Authenticated-User`.
-    pub fn user_header(&self) -> Option<HeaderValue> {
-        self.header(0)
-    }
-
-    /// `X-Authenticated-Account-Id`.
-    pub fn account_id_header(&self) -> Option<HeaderValue> {
-        self.header(1)
-    }
-
-    /// `X-Authenticated-Scope`.
-    pub fn scope_header(&self) -> Option<HeaderValue> {
-        self.header(2)
-    }
-
-    /// `X-Authenticated-Client`: the `client_id` the token was issued
-    /// through, if any.
-    pub fn client_header(&self) -> Option<HeaderValue> {
-        self.has_client.then(|| self.header(3)).flatten()
-    }
-
-    fn range(&self, part: usize) -> std::ops::Range<usize> {
-        let at = |i: usize| self.ends.get(i).map_or(self.text.len(), |e| *e as usize);
-        let start = if part == 0 { 0 } else { at(part - 1) };
-        start..at(part).max(start)
-    }
-
-    /// UTF-8 by construction; a part that were not would read as empty,
-    /// never as something else.
-    fn part(&self, part: usize) -> &str {
-        let bytes = self.text.get(self.range(part)).unwrap_or_default();
-        std::str::from_utf8(bytes).unwrap_or_default()
-    }
-
-    /// A valid header value by construction (checked in `from_record`):
-    /// `None` cannot happen, and would leave the header out.
-    fn header(&self, part: usize) -> Option<HeaderValue> {
-        let range = self.range(part);
-        if range.end > self.text.len() {
-            return None;
-        }
-        HeaderValue::from_maybe_shared(self.text.slice(range)).ok()
-    }
-
-    fn from_record(r: &AccessRecord) -> Option<Identity> {
-        let account_id = r.account_id.to_string();
-        let client = r.client_id.as_deref().unwrap_or_default();
-        let scopes_len: usize = r.scopes.iter().map(|s| s.len() + 1).sum();
-        let mut buf =
-            Vec::with_capacity(r.username.len() + account_id.len() + scopes_len + client.len());
-        let mut ends = [0u32; 3];
-        let parts = [
-            r.username.as_str(),
-            &account_id,
-            &r.scopes.join(" "),
-            client,
-        ];
-        for (i, part) in parts.iter().enumerate() {
-            // Each part alone must be a header value (no CR, LF, NUL...).
-            HeaderValue::from_str(part).ok()?;
-            buf.extend_from_slice(part.as_bytes());
-            if let Some(end) = ends.get_mut(i) {
-                *end = u32::try_from(buf.len()).ok()?;
-            }
-        }
-        buf.shrink_to_fit();
-        Some(Identity {
-            token_id: r.token_id,
-            account_id: r.account_id,
-            expires: r.expires,
-            issued: r.created,
-            text: Bytes::from(buf),
-            ends,
-            has_client: r.client_id.is_some(),
-        })
-    }
-}
 
 /// A valid token's identity, as [`Validator::validate`] answers it: shared
 /// with the cache entry it came from (one allocation per cached token).
@@ -603,6 +480,3 @@ impl Validator {
         self.revocations.check(since, key, e.identity.account_id)
     }
 }
-
-#[cfg(test)]
-mod tests;

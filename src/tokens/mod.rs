@@ -48,6 +48,7 @@
 pub mod bearer;
 pub mod budget;
 pub mod cache;
+pub mod identity;
 pub mod issue;
 pub mod listener;
 pub mod lookup;
