@@ -49,10 +49,14 @@ impl Client {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
+                // A header's value as a number (names lowercased above).
+                let number = |name: &str| -> Option<u64> {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                        .and_then(|v| v.trim().parse().ok())
+                };
+                let len = number("content-length")
+                    .and_then(|n| usize::try_from(n).ok())
                     .unwrap_or(0);
                 if self.buf.len() >= end + 4 + len {
                     let code = head
@@ -60,10 +64,7 @@ impl Client {
                         .nth(1)
                         .and_then(|c| c.parse().ok())
                         .unwrap_or(0);
-                    self.retry_after = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("retry-after:"))
-                        .and_then(|v| v.trim().parse().ok());
+                    self.retry_after = number("retry-after");
                     self.buf.drain(..end + 4 + len);
                     return Ok(code);
                 }
