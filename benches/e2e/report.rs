@@ -336,7 +336,7 @@ pub fn print_memory(m: &MemoryReport) {
         m.bytes_per_token
     );
     println!(
-        "| of which moka's own entry (as many 32-byte keys, 8-byte values, per-entry expiry, alone) | {:.0} |",
+        "| of which moka's own entry (as many 16-byte keys, 8-byte values, per-entry expiry, alone) | {:.0} |",
         m.moka_bytes_per_entry
     );
     println!(

@@ -2,10 +2,11 @@
 //! the consistency rules of `docs/operations.md` ("Token cache
 //! consistency").
 //!
-//! - **Key**: SHA-256 of the token. **Value**: the identity (account id,
-//!   username, scopes, precomputed header values), the token's expiry as a
-//!   monotonic deadline, when the database last confirmed it, and the
-//!   revocation epoch ([`super::revocations`]) it is good as of.
+//! - **Key**: the first 128 bits of the token's SHA-256 ([`CacheKey`]).
+//!   **Value**: the identity (account id, username, scopes, client id),
+//!   the token's expiry as a monotonic deadline, when the database last
+//!   confirmed it, and the revocation epoch ([`super::revocations`]) it is
+//!   good as of.
 //! - **Never past expiry**: checked on every hit, and entries expire from
 //!   the cache at the token's expiry. The database says how long the token
 //!   has left by its own clock ([`lookup`], `docs/security.md`, "Clocks"),
@@ -55,6 +56,60 @@ use super::{hash, is_well_formed, Kind, TokenHash};
 use crate::config::CacheConfig;
 use crate::db::{DbError, DbPool};
 
+/// The cache's key: the first 128 bits of the token's SHA-256.
+///
+/// Half the digest, because moka keeps the key in an allocation of its own
+/// per entry (32 bytes less per cached token). 128 bits keep the cache
+/// exact in practice: for a random token to land on the key of one of `n`
+/// cached ones takes `2^128 / n` tries (guessing a 128-bit secret), a
+/// chosen one a second preimage of SHA-256 truncated to 128 bits (2^128
+/// work), and two of a billion issued tokens share a key with probability
+/// below 10^-20. The database is always asked by the whole digest.
+type CacheKey = u128;
+
+fn cache_key(hash: &TokenHash) -> CacheKey {
+    let (head, _) = hash.split_first_chunk::<16>().unwrap_or((&[0; 16], &[]));
+    u128::from_le_bytes(*head)
+}
+
+/// A monotonic instant as nanoseconds since the validator was made: 8
+/// bytes where an [`Instant`] takes 16, and a cached token holds three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(u64);
+
+impl Stamp {
+    /// How long after `earlier` (zero if it is not earlier).
+    fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    fn after(self, d: Duration) -> Stamp {
+        Stamp(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+}
+
+/// The instant [`Stamp`]s count from.
+#[derive(Debug, Clone, Copy)]
+struct Origin(Instant);
+
+impl Origin {
+    fn stamp(self, t: Instant) -> Stamp {
+        Stamp(0).after(t.saturating_duration_since(self.0))
+    }
+
+    fn now(self) -> Stamp {
+        self.stamp(Instant::now())
+    }
+
+    /// How long from `now` until `s` (zero if it has passed).
+    fn until(self, s: Stamp, now: Instant) -> Duration {
+        s.since(self.stamp(now))
+    }
+}
+
 /// A valid token's identity, as [`Validator::validate`] answers it: shared
 /// with the cache entry it came from (one allocation per cached token).
 #[derive(Debug, Clone)]
@@ -79,32 +134,33 @@ enum Entry {
 struct ValidEntry {
     identity: Identity,
     /// Monotonic deadline equivalent of `identity.expires`.
-    expires_at: Instant,
+    expires_at: Stamp,
     /// When the database last said "valid".
-    confirmed: Instant,
+    confirmed: Stamp,
     /// The revocation epoch this answer is good as of: read before the
     /// query that produced it, moved forward when later revocations turn
     /// out not to concern it.
     epoch: AtomicU64,
     /// When the database was last asked about it (successfully or not).
-    checked: Instant,
+    checked: Stamp,
 }
 
 struct EntryExpiry {
     negative_ttl: Duration,
+    origin: Origin,
 }
 
-impl Expiry<TokenHash, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _k: &TokenHash, v: &Entry, now: Instant) -> Option<Duration> {
+impl Expiry<CacheKey, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _k: &CacheKey, v: &Entry, now: Instant) -> Option<Duration> {
         Some(match v {
-            Entry::Valid(e) => e.expires_at.saturating_duration_since(now),
+            Entry::Valid(e) => self.origin.until(e.expires_at, now),
             Entry::Invalid => self.negative_ttl,
         })
     }
 
     fn expire_after_update(
         &self,
-        k: &TokenHash,
+        k: &CacheKey,
         v: &Entry,
         now: Instant,
         _left: Option<Duration>,
@@ -115,7 +171,8 @@ impl Expiry<TokenHash, Entry> for EntryExpiry {
 
 /// Validates access tokens; shared by the gateway and `/oauth/*`.
 pub struct Validator {
-    cache: Cache<TokenHash, Entry, foldhash::fast::RandomState>,
+    cache: Cache<CacheKey, Entry, foldhash::fast::RandomState>,
+    origin: Origin,
     pool: DbPool,
     max_staleness: Duration,
     outage_grace: Duration,
@@ -182,16 +239,20 @@ fn unavailable() -> TokenError {
 
 impl Validator {
     pub fn new(pool: DbPool, cfg: &CacheConfig) -> Validator {
+        let origin = Origin(Instant::now());
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
             .expire_after(EntryExpiry {
                 negative_ttl: cfg.negative_ttl,
+                origin,
             })
-            // The key is a SHA-256 digest; a per-process random seed keeps
-            // anyone from choosing tokens whose keys collide.
+            // The key is part of a SHA-256 digest; a per-process random
+            // seed keeps anyone from choosing tokens whose keys collide in
+            // the table.
             .build_with_hasher(foldhash::fast::RandomState::default());
         Validator {
             cache,
+            origin,
             pool,
             max_staleness: cfg.max_staleness,
             outage_grace: cfg.outage_grace,
@@ -274,9 +335,9 @@ impl Validator {
         self.counts.revocations.fetch_add(1, Ordering::Relaxed);
         self.revocations.record(target);
         match target {
-            Target::Token(h) => self.cache.invalidate(&h).await,
+            Target::Token(h) => self.cache.invalidate(&cache_key(&h)).await,
             Target::Account(id) => {
-                let gone: Vec<Arc<TokenHash>> = self
+                let gone: Vec<Arc<CacheKey>> = self
                     .cache
                     .iter()
                     .filter(|(_, v)| matches!(v, Entry::Valid(e) if e.identity.account_id == id))
@@ -298,8 +359,9 @@ impl Validator {
         if !is_well_formed(token, Kind::Access) {
             return Err(TokenError::Invalid);
         }
-        let key = hash(token);
-        let now = Instant::now();
+        let hash = hash(token);
+        let key = cache_key(&hash);
+        let now = self.origin.now();
         let (entry, filled) = match self.cache.get(&key).await {
             Some(entry) => (entry, false),
             None => {
@@ -311,7 +373,7 @@ impl Validator {
                 // Boxed, like the re-check below: the cold path's state (the
                 // pool, the query) would otherwise enlarge every request's
                 // future, hits included.
-                (Box::pin(self.fill(key)).await?, true)
+                (Box::pin(self.fill(key, &hash)).await?, true)
             }
         };
         match entry {
@@ -319,14 +381,14 @@ impl Validator {
                 if now >= e.expires_at {
                     return Err(TokenError::Invalid);
                 }
-                if self.trusts(&e, &key, now) {
+                if self.trusts(&e, &hash, now) {
                     if !filled {
                         self.counts.hits.fetch_add(1, Ordering::Relaxed);
                     }
                     return Ok(Caller(e));
                 }
                 self.counts.rechecks.fetch_add(1, Ordering::Relaxed);
-                Box::pin(self.recheck(key, &e, now)).await
+                Box::pin(self.recheck(key, &hash, &e, now)).await
             }
             Entry::Invalid => {
                 if filled {
@@ -340,31 +402,31 @@ impl Validator {
     }
 
     /// May a cached valid answer be used as is?
-    fn trusts(&self, e: &ValidEntry, key: &TokenHash, now: Instant) -> bool {
-        match self.verdict(e, key) {
+    fn trusts(&self, e: &ValidEntry, hash: &TokenHash, now: Stamp) -> bool {
+        match self.verdict(e, hash) {
             Verdict::Stands(epoch) => {
                 e.epoch.fetch_max(epoch, Ordering::SeqCst);
             }
             Verdict::Recheck | Verdict::Revoked => return false,
         }
-        self.listener_live() || now.duration_since(e.confirmed) < self.max_staleness
+        self.listener_live() || now.since(e.confirmed) < self.max_staleness
     }
 
     /// Ask the database; the answer as a cache entry, good as of the
     /// revocation epoch read before the query.
-    async fn lookup(&self, key: &TokenHash) -> Result<Entry, DbError> {
+    async fn lookup(&self, hash: &TokenHash) -> Result<Entry, DbError> {
         let epoch = self.revocations.epoch();
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let asked = Instant::now();
-        let record = lookup::find_access(&self.pool, key, self.db_deadline).await?;
-        Ok(Self::entry_from(record, epoch, asked))
+        let asked = self.origin.now();
+        let record = lookup::find_access(&self.pool, hash, self.db_deadline).await?;
+        Ok(self.entry_from(record, epoch, asked))
     }
 
     /// `asked`: when the query was sent. The time the token had left when
     /// the database answered is counted from then, so the round trip never
     /// lengthens it.
-    fn entry_from(record: Option<AccessRecord>, epoch: u64, asked: Instant) -> Entry {
-        let now = Instant::now();
+    fn entry_from(&self, record: Option<AccessRecord>, epoch: u64, asked: Stamp) -> Entry {
+        let now = self.origin.now();
         let Some(record) = record.filter(|r| r.is_valid()) else {
             return Entry::Invalid;
         };
@@ -378,7 +440,7 @@ impl Validator {
         };
         Entry::Valid(Arc::new(ValidEntry {
             identity,
-            expires_at: asked + record.remaining(),
+            expires_at: asked.after(record.remaining()),
             confirmed: now,
             epoch: AtomicU64::new(epoch),
             checked: now,
@@ -386,9 +448,9 @@ impl Validator {
     }
 
     /// A miss: one query for all concurrent callers (errors shared too).
-    async fn fill(&self, key: TokenHash) -> Result<Entry, TokenError> {
+    async fn fill(&self, key: CacheKey, hash: &TokenHash) -> Result<Entry, TokenError> {
         self.cache
-            .try_get_with(key, self.lookup(&key))
+            .try_get_with(key, self.lookup(hash))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "token lookup failed");
@@ -401,9 +463,10 @@ impl Validator {
     /// `seen` is the entry the caller found too old to trust, at `seen_at`.
     async fn recheck(
         &self,
-        key: TokenHash,
+        key: CacheKey,
+        hash: &TokenHash,
         seen: &Arc<ValidEntry>,
-        seen_at: Instant,
+        seen_at: Stamp,
     ) -> Result<Caller, TokenError> {
         let outcome = self
             .cache
@@ -417,8 +480,8 @@ impl Validator {
                         Ok(Op::Nop)
                     }
                     Some(Entry::Invalid) => Ok(Op::Nop),
-                    None => self.lookup(&key).await.map(Op::Put).map_err(Arc::new),
-                    Some(Entry::Valid(e)) => match self.lookup(&key).await {
+                    None => self.lookup(hash).await.map(Op::Put).map_err(Arc::new),
+                    Some(Entry::Valid(e)) => match self.lookup(hash).await {
                         Ok(fresh) => Ok(Op::Put(fresh)),
                         Err(err) => {
                             tracing::warn!(error = %err, "token re-check failed");
@@ -428,7 +491,7 @@ impl Validator {
                                 expires_at: e.expires_at,
                                 confirmed: e.confirmed,
                                 epoch: AtomicU64::new(e.epoch.load(Ordering::SeqCst)),
-                                checked: Instant::now(),
+                                checked: self.origin.now(),
                             }))))
                         }
                     },
@@ -442,19 +505,19 @@ impl Validator {
                 return Err(unavailable());
             }
         };
-        let now = Instant::now();
+        let now = self.origin.now();
         match entry {
             Some(Entry::Valid(e)) => {
                 if now >= e.expires_at {
                     return Err(TokenError::Invalid);
                 }
-                if e.confirmed >= seen_at || (!Arc::ptr_eq(&e, seen) && self.trusts(&e, &key, now))
+                if e.confirmed >= seen_at || (!Arc::ptr_eq(&e, seen) && self.trusts(&e, hash, now))
                 {
                     // Confirmed by the database while we waited (by us or
                     // by a predecessor whose answer the usual rules trust).
                     Ok(Caller(e))
-                } else if now.duration_since(e.confirmed) < self.outage_grace
-                    && !self.known_revoked(&e, &key)
+                } else if now.since(e.confirmed) < self.outage_grace
+                    && !self.known_revoked(&e, hash)
                 {
                     // The database could not answer; it vouched recently
                     // enough, and no revocation of it is known since.
@@ -470,13 +533,57 @@ impl Validator {
 
     /// Is a revocation of this token or its account known since the entry
     /// was confirmed? (Losing the listener is not one.)
-    fn known_revoked(&self, e: &ValidEntry, key: &TokenHash) -> bool {
-        self.verdict(e, key) == Verdict::Revoked
+    fn known_revoked(&self, e: &ValidEntry, hash: &TokenHash) -> bool {
+        self.verdict(e, hash) == Verdict::Revoked
     }
 
     /// What the revocations since `e` was good say of it.
-    fn verdict(&self, e: &ValidEntry, key: &TokenHash) -> Verdict {
+    fn verdict(&self, e: &ValidEntry, hash: &TokenHash) -> Verdict {
         let since = e.epoch.load(Ordering::SeqCst);
-        self.revocations.check(since, key, e.identity.account_id)
+        self.revocations.check(since, hash, e.identity.account_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_is_the_digest_s_first_128_bits() {
+        let mut h: TokenHash = [0; 32];
+        h[0] = 1;
+        h[15] = 0x80;
+        h[16] = 0xff;
+        assert_eq!(cache_key(&h), 1 | (0x80 << 120));
+        let mut other = h;
+        other[31] = 1;
+        assert_eq!(
+            cache_key(&other),
+            cache_key(&h),
+            "the second half is not part of it"
+        );
+        other[7] = 1;
+        assert_ne!(cache_key(&other), cache_key(&h));
+    }
+
+    #[test]
+    fn stamps_count_from_the_origin_and_saturate() {
+        let start = Instant::now();
+        let origin = Origin(start);
+        let later = start + Duration::from_millis(1500);
+        let s = origin.stamp(later);
+        assert_eq!(s, Stamp(1_500_000_000));
+        assert_eq!(s.since(Stamp(500_000_000)), Duration::from_secs(1));
+        assert_eq!(Stamp(1).since(s), Duration::ZERO, "not earlier: zero");
+        assert_eq!(origin.until(s, start), Duration::from_millis(1500));
+        assert_eq!(
+            origin.until(s, later + Duration::from_secs(1)),
+            Duration::ZERO
+        );
+        assert_eq!(s.after(Duration::MAX), Stamp(u64::MAX));
+        // An instant before the origin counts as the origin.
+        if let Some(before) = start.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(origin.stamp(before), Stamp(0));
+        }
     }
 }
