@@ -26,6 +26,7 @@ mod attack;
 mod bare;
 mod compare;
 mod cpu;
+mod heap;
 mod http1;
 mod knobs;
 mod load;
@@ -45,9 +46,10 @@ use crate::pgrelay::Relay;
 use crate::report::Report;
 use crate::targets::{Database, Stack};
 
-// Like scopegate's binary (and the bare proxy, which is this binary).
+// mimalloc like scopegate's binary (and the bare proxy, which is this
+// binary), able to count the heap for the token-cache figure.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: heap::Counting = heap::Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

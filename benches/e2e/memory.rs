@@ -5,8 +5,9 @@
 //!
 //! - bytes per cached token: N distinct valid tokens (inserted in bulk)
 //!   validated into the cache (and each one's identity header made once,
-//!   as the gateway does), this process's RSS read before and after
-//!   (this binary uses mimalloc, like scopegate's);
+//!   as the gateway does); the heap those validations left allocated,
+//!   counted by the allocator ([`crate::heap`]: mimalloc, like
+//!   scopegate's), and this process's RSS before and after;
 //! - database round trips and queries for one cold token, counted by a
 //!   relay of its own in front of Postgres: the very first token (new
 //!   connection, statement prepared) and the steady state after it.
@@ -35,10 +36,14 @@ pub struct MemoryReport {
     pub cached_entries: u64,
     pub rss_before: u64,
     pub rss_after: u64,
+    /// RSS growth per token.
     pub bytes_per_token: f64,
+    /// Heap growth per token, counted by the allocator.
+    pub heap_bytes_per_token: f64,
     /// moka's own cost per entry (a 16-byte key, an 8-byte value,
-    /// per-entry expiry, the token cache's hasher).
+    /// per-entry expiry, the token cache's hasher), by RSS and by heap.
     pub moka_bytes_per_entry: f64,
+    pub moka_heap_bytes_per_entry: f64,
     /// The first cold token: the pool's first connection and the
     /// statement's preparation included.
     pub first_cold: Snapshot,
@@ -136,23 +141,34 @@ impl moka::Expiry<u128, u64> for HourExpiry {
     }
 }
 
-/// RSS bytes per entry of a moka cache holding `n` entries and nothing of
-/// ours.
-async fn moka_bytes_per_entry(n: usize) -> f64 {
+/// RSS and heap bytes per entry of a moka cache holding `n` entries and
+/// nothing of ours.
+async fn moka_bytes_per_entry(n: usize) -> (f64, f64) {
     let cache: moka::future::Cache<u128, u64, foldhash::fast::RandomState> =
         moka::future::Cache::builder()
             .max_capacity(2 * n as u64)
             .expire_after(HourExpiry)
             .build_with_hasher(Default::default());
+    let keys: Vec<u128> = (0..n as u64)
+        .map(|i| {
+            let key = hash(&i.to_string());
+            let (head, _) = key.split_first_chunk::<16>().expect("32 bytes");
+            u128::from_le_bytes(*head)
+        })
+        .collect();
     let before = own_memory().rss;
-    for i in 0..n as u64 {
-        let key = hash(&i.to_string());
-        let (head, _) = key.split_first_chunk::<16>().expect("32 bytes");
-        cache.insert(u128::from_le_bytes(*head), i).await;
-    }
-    cache.run_pending_tasks().await;
+    let ((), heap) = crate::heap::measure(async {
+        for (i, key) in keys.iter().enumerate() {
+            cache.insert(*key, i as u64).await;
+        }
+        cache.run_pending_tasks().await;
+    })
+    .await;
     let after = own_memory().rss;
-    after.saturating_sub(before) as f64 / n as f64
+    (
+        after.saturating_sub(before) as f64 / n as f64,
+        heap as f64 / n as f64,
+    )
 }
 
 pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryReport {
@@ -199,8 +215,11 @@ pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryRepor
         validate_all(&v, &tokens, start, start + 2 * POOL).await;
         v.run_pending_tasks().await;
         let before = own_memory().rss;
-        validate_all(&v, &tokens, start + 2 * POOL, tokens.len()).await;
-        v.run_pending_tasks().await;
+        let ((), heap) = crate::heap::measure(async {
+            validate_all(&v, &tokens, start + 2 * POOL, tokens.len()).await;
+            v.run_pending_tasks().await;
+        })
+        .await;
         let after = own_memory().rss;
         let cached = v.entry_count();
         assert!(
@@ -209,14 +228,17 @@ pub fn run(db: &Database, n: usize, rt: &tokio::runtime::Runtime) -> MemoryRepor
             tokens.len()
         );
         let measured = tokens.len() - start - 2 * POOL;
-        let moka_bytes_per_entry = moka_bytes_per_entry(measured).await;
+        let (moka_bytes_per_entry, moka_heap_bytes_per_entry) =
+            moka_bytes_per_entry(measured).await;
         MemoryReport {
             tokens: measured,
             cached_entries: cached,
             rss_before: before,
             rss_after: after,
             bytes_per_token: after.saturating_sub(before) as f64 / measured as f64,
+            heap_bytes_per_token: heap as f64 / measured as f64,
             moka_bytes_per_entry,
+            moka_heap_bytes_per_entry,
             cold_round_trips: median(cold.iter().map(|s| s.round_trips as f64)),
             cold_queries: median(cold.iter().map(|s| s.queries as f64)),
             first_cold,

@@ -326,25 +326,26 @@ pub fn print_attack(a: &AttackReport, knobs: &Knobs) {
 
 pub fn print_memory(m: &MemoryReport) {
     println!("\n## Token cache\n");
-    println!("| | value |");
-    println!("|---|---|");
+    println!("| | heap (allocator-counted) | RSS |");
+    println!("|---|---|---|");
     println!(
-        "| bytes per cached token ({} tokens, RSS {:.1} → {:.1} MiB) | {:.0} |",
+        "| bytes per cached token ({} tokens; RSS {:.1} → {:.1} MiB) | {:.0} | {:.0} |",
         m.tokens,
         m.rss_before as f64 / 1048576.0,
         m.rss_after as f64 / 1048576.0,
+        m.heap_bytes_per_token,
         m.bytes_per_token
     );
     println!(
-        "| of which moka's own entry (as many 16-byte keys, 8-byte values, per-entry expiry, alone) | {:.0} |",
-        m.moka_bytes_per_entry
+        "| of which moka's own entry (as many 16-byte keys, 8-byte values, per-entry expiry, alone) | {:.0} | {:.0} |",
+        m.moka_heap_bytes_per_entry, m.moka_bytes_per_entry
     );
     println!(
-        "| database round trips (queries) per cold token | {:.0} ({:.0}) |",
+        "| database round trips (queries) per cold token | {:.0} ({:.0}) | |",
         m.cold_round_trips, m.cold_queries
     );
     println!(
-        "| the first cold token: connection opened, statement prepared | {} round trips ({} queries, {} connections) |",
+        "| the first cold token: connection opened, statement prepared | {} round trips ({} queries, {} connections) | |",
         m.first_cold.round_trips, m.first_cold.queries, m.first_cold.connections
     );
 }
