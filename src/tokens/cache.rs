@@ -68,8 +68,7 @@ use crate::db::{DbError, DbPool};
 type CacheKey = u128;
 
 fn cache_key(hash: &TokenHash) -> CacheKey {
-    let (head, _) = hash.split_first_chunk::<16>().unwrap_or((&[0; 16], &[]));
-    u128::from_le_bytes(*head)
+    u128::from_le_bytes(std::array::from_fn(|i| hash[i]))
 }
 
 /// A monotonic instant as nanoseconds since the validator was made: 8
