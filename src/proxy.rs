@@ -65,17 +65,9 @@ async fn phases<'r>(
     ctx.stats = &route.stats;
     ctx.identity = gateway::authenticate(&gateway.tokens, &req, route, ctx.client).await?;
     gateway::authorize(ctx.identity.as_deref(), route)?;
-    let upstream_path = forwarded_path(route, &path).into_owned();
-    forward::forward(
-        upstream,
-        req,
-        conn,
-        ctx,
-        route,
-        &upstream_path,
-        &policy.limits,
-    )
-    .await
+    let target = forward::upstream_target(req.uri(), &forwarded_path(route, &path))?;
+    drop(path);
+    forward::forward(upstream, req, conn, ctx, route, target, &policy.limits).await
 }
 
 #[cfg(test)]

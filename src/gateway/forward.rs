@@ -54,9 +54,20 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// The upstream's request target, in origin form (RFC 9112 §3.2.1): the
-/// connection is to the upstream's authority, which `Host` names.
-fn upstream_target(path: &str, query: Option<&str>) -> Result<Uri, Rejection> {
+/// The upstream's request target for a client's request target `client`
+/// forwarded to `path`, in origin form (RFC 9112 §3.2.1): the connection
+/// is to the upstream's authority, which `Host` names. When the path goes
+/// upstream as the client sent it (the usual case), the client's path and
+/// query are reused as they are, already parsed and checked.
+pub fn upstream_target(client: &Uri, path: &str) -> Result<Uri, Rejection> {
+    if let Some(pq) = client.path_and_query().filter(|pq| pq.path() == path) {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(pq.clone());
+        if let Ok(uri) = Uri::from_parts(parts) {
+            return Ok(uri);
+        }
+    }
+    let query = client.query();
     let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     pq.push_str(path);
     if let Some(q) = query {
@@ -130,16 +141,17 @@ fn client_body_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e
     None
 }
 
-/// The forward phase: send `req` to `route`'s upstream at `path` (the
-/// normalized path as the upstream should see it: prefix stripped, base
-/// path prepended) and return the upstream's response, streaming.
+/// The forward phase: send `req` to `route`'s upstream at `target`
+/// ([`upstream_target`] of the normalized path as the upstream should see
+/// it: prefix stripped, base path prepended) and return the upstream's
+/// response, streaming.
 pub async fn forward(
     client: &UpstreamClient,
     mut req: Request<Incoming>,
     conn: &Conn,
     ctx: &RequestCtx<'_>,
     route: &Route,
-    path: &str,
+    target: Uri,
     limits: &Limits,
 ) -> Result<Response<Body>, Rejection> {
     let websocket = is_websocket_upgrade(&req);
@@ -151,7 +163,6 @@ pub async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let uri = upstream_target(path, req.uri().query())?;
     let (mut parts, body) = req.into_parts();
     headers::rewrite_request(&mut parts.headers, ctx, route, client_host.as_ref());
     if websocket {
@@ -162,7 +173,7 @@ pub async fn forward(
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    parts.uri = uri;
+    parts.uri = target;
     // Upstreams speak HTTP/1.1, whatever the client spoke.
     parts.version = Version::HTTP_11;
     let body: Body = ClientBody {
@@ -249,4 +260,31 @@ pub async fn forward(
         })
         .boxed_unsync(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(client: &str, path: &str) -> String {
+        let uri: Uri = client.parse().expect("a valid URI");
+        upstream_target(&uri, path).expect("a target").to_string()
+    }
+
+    #[test]
+    fn the_client_s_target_is_reused_when_the_path_is_unchanged() {
+        assert_eq!(target("/a/b?x=1&y", "/a/b"), "/a/b?x=1&y");
+        assert_eq!(target("/a/b", "/a/b"), "/a/b");
+        // HTTP/2 and absolute-form targets go upstream in origin form.
+        assert_eq!(target("http://h.example/a?q", "/a"), "/a?q");
+    }
+
+    #[test]
+    fn a_changed_path_keeps_the_client_s_query() {
+        // Normalized, prefix stripped, base path prepended.
+        assert_eq!(target("/api/./v1?x=%20", "/api/v1"), "/api/v1?x=%20");
+        assert_eq!(target("/api/items?q", "/items"), "/items?q");
+        assert_eq!(target("/api", "/base/"), "/base/");
+        assert_eq!(target("http://h.example", "/"), "/");
+    }
 }
