@@ -17,9 +17,6 @@ use super::lookup::AccessRecord;
 pub struct Identity {
     pub token_id: i64,
     pub account_id: i32,
-    /// UNIX seconds.
-    pub expires: i64,
-    pub issued: i64,
     /// username, account id, scopes (sorted, space-separated: the RFC
     /// 6749 §3.3 form), client id, back to back; every part was checked
     /// to be a valid header value when the entry was made.
@@ -117,8 +114,6 @@ impl Identity {
         Some(Identity {
             token_id: r.token_id,
             account_id: r.account_id,
-            expires: r.expires,
-            issued: r.created,
             text: Bytes::from(buf),
             ends,
             has_client: r.client_id.is_some(),
