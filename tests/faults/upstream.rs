@@ -137,9 +137,15 @@ async fn f05_refused_and_reset_upstreams_are_502_or_an_aborted_body_and_logged()
 /// connection does not hold up other requests.
 #[tokio::test]
 async fn f06_a_stalled_upstream_is_504_at_the_route_timeout() {
-    let stalled = upstream(|s, _| async move {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(s);
+    // Says when the slow request has reached the upstream.
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let arrival = arrived.clone();
+    let stalled = upstream(move |s, _| {
+        arrival.notify_one();
+        async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(s);
+        }
     })
     .await;
     let ok = recorder().await;
@@ -156,7 +162,7 @@ async fn f06_a_stalled_upstream_is_504_at_the_route_timeout() {
     let app = spawn_app_to(&config, ok.addr).await;
     let slow = raw_get(app.addr, "/stalled/x", "");
     let meanwhile = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        arrived.notified().await;
         let start = Instant::now();
         let r = raw_get(app.addr, "/ok/x", "").await;
         (r.status, start.elapsed())
