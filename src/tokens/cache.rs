@@ -132,7 +132,7 @@ enum Entry {
 #[derive(Debug)]
 struct ValidEntry {
     identity: Identity,
-    /// Monotonic deadline equivalent of `identity.expires`.
+    /// The token's expiry, as a monotonic deadline.
     expires_at: Stamp,
     /// When the database last said "valid".
     confirmed: Stamp,
