@@ -13,9 +13,10 @@ mod support;
 mod bearer;
 mod endpoints;
 mod framing;
-mod h2_slow;
+mod h2;
 mod headers;
 mod paths;
+mod slow;
 
 use std::time::Duration;
 

@@ -1,19 +1,17 @@
 //! The token, revocation and introspection endpoints with clients:
-//! client authentication, client_credentials, the authorization code
-//! exchange, refresh tokens bound to their client, RFC 7009 §2.1
-//! revocation, introspection by a client, and what the upstream sees.
+//! client authentication, client_credentials, refresh tokens bound to
+//! their client, RFC 7009 §2.1 revocation, introspection by a client, and
+//! what the upstream sees (the code exchange: `clients_codes`).
 
 use base64::Engine;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use crate::clients::{new_client, TestClient};
-use crate::clients_authorize::{code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER};
-use crate::oauth::{
-    db_exec, encode, introspect, is_live, login, new_account, post_form, CONFIG, FORM,
-};
+use crate::clients_authorize::{code_for, request, setup, REDIRECT, VERIFIER};
+use crate::oauth::{encode, introspect, is_live, login, new_account, post_form, CONFIG, FORM};
 use crate::support::{http, send, spawn_app, Resp, Seen, TestApp};
 
-fn basic(id: &str, secret: &str) -> String {
+pub fn basic(id: &str, secret: &str) -> String {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     format!(
         "Basic {}",
@@ -21,7 +19,7 @@ fn basic(id: &str, secret: &str) -> String {
     )
 }
 
-async fn post_basic(app: &TestApp, path: &str, auth: &str, params: &[(&str, &str)]) -> Resp {
+pub async fn post_basic(app: &TestApp, path: &str, auth: &str, params: &[(&str, &str)]) -> Resp {
     send(
         http()
             .post(app.url(path))
@@ -32,7 +30,7 @@ async fn post_basic(app: &TestApp, path: &str, auth: &str, params: &[(&str, &str
     .await
 }
 
-async fn client_credentials(app: &TestApp, c: &TestClient, scope: Option<&str>) -> Resp {
+pub async fn client_credentials(app: &TestApp, c: &TestClient, scope: Option<&str>) -> Resp {
     let mut p = vec![("grant_type", "client_credentials")];
     if let Some(s) = scope {
         p.push(("scope", s));
@@ -47,7 +45,11 @@ async fn client_credentials(app: &TestApp, c: &TestClient, scope: Option<&str>) 
 }
 
 /// What the echo upstream saw for a request to `/api/orders` with `token`.
-async fn upstream_sees(app: &TestApp, token: &str, extra: &[(&str, &str)]) -> (u16, Option<Seen>) {
+pub async fn upstream_sees(
+    app: &TestApp,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Option<Seen>) {
     let mut req = http().get(app.url("/api/orders/1")).bearer_auth(token);
     for (k, v) in extra {
         req = req.header(*k, *v);
@@ -57,9 +59,18 @@ async fn upstream_sees(app: &TestApp, token: &str, extra: &[(&str, &str)]) -> (u
     (r.status, seen)
 }
 
-fn access_token(r: &Resp) -> String {
+pub fn access_token(r: &Resp) -> String {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+pub async fn exchange(app: &TestApp, params: &[(&str, &str)]) -> Resp {
+    post_form(app, "/oauth/token", params).await
+}
+
+pub async fn exchange_owned(app: &TestApp, v: Vec<(&'static str, String)>) -> Resp {
+    let p: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    exchange(app, &p).await
 }
 
 #[tokio::test]
@@ -351,187 +362,6 @@ async fn the_password_grant_through_a_client_is_bounded_by_it_and_bound_to_it() 
     crate::oauth::refresh(&app, &anon_refresh).await.pair();
 }
 
-async fn exchange(app: &TestApp, params: &[(&str, &str)]) -> Resp {
-    post_form(app, "/oauth/token", params).await
-}
-
-async fn exchange_owned(app: &TestApp, v: Vec<(&'static str, String)>) -> Resp {
-    let p: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    exchange(app, &p).await
-}
-
-#[tokio::test]
-async fn the_authorization_code_exchange() {
-    let app = spawn_app(CONFIG).await;
-    let client = setup(&app).await;
-    let mut req = request(&client, "s1");
-    req.push(("scope", "orders:read"));
-    let code = code_for(&app, &client, &req, "alice", "correct horse").await;
-    let good = |code: &str| {
-        vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", REDIRECT.to_owned()),
-            ("code_verifier", VERIFIER.to_owned()),
-            ("client_id", client.client_id.clone()),
-        ]
-    };
-    let as_params = |v: &Vec<(&'static str, String)>| -> Vec<(&'static str, String)> { v.clone() };
-    let with = |code: &str, name: &'static str, value: &str| {
-        let mut v = as_params(&good(code));
-        v.retain(|(k, _)| *k != name);
-        if !value.is_empty() {
-            v.push((name, value.to_owned()));
-        }
-        v
-    };
-
-    // Wrong verifier, wrong or other registered redirect URI, another
-    // client, a plain verifier: invalid_grant, and the code survives.
-    let other = new_client(&app, "other", &["orders:read"], &[REDIRECT], true).await;
-    for (name, value) in [
-        ("code_verifier", "a".repeat(43)),
-        ("code_verifier", CHALLENGE.to_owned()),
-        ("redirect_uri", "https://app.example/other".to_owned()),
-        ("redirect_uri", "https://app.example/cb/".to_owned()),
-        ("client_id", other.client_id.clone()),
-    ] {
-        exchange_owned(&app, with(&code, name, &value))
-            .await
-            .assert_error(400, "invalid_grant");
-    }
-    exchange_owned(&app, with(&code, "code_verifier", ""))
-        .await
-        .assert_error(400, "invalid_request");
-    // No client at all.
-    exchange_owned(&app, with(&code, "client_id", ""))
-        .await
-        .assert_error(401, "invalid_client");
-
-    let r = exchange_owned(&app, good(&code)).await;
-    r.assert_no_store();
-    let (access, refresh) = r.pair();
-    assert_eq!(r.json()["scope"], "orders:read");
-    let (_, seen) = upstream_sees(&app, &access, &[]).await;
-    let seen = seen.unwrap();
-    assert_eq!(
-        seen.header("x-authenticated-user").as_deref(),
-        Some("alice")
-    );
-    assert_eq!(
-        seen.header("x-authenticated-client").as_deref(),
-        Some(client.client_id.as_str())
-    );
-    assert_eq!(
-        introspect(&app, &access).await["client_id"],
-        client.client_id.as_str()
-    );
-
-    // The public client refreshes with its client_id.
-    let r = exchange(
-        &app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", &refresh),
-            ("client_id", &client.client_id),
-        ],
-    )
-    .await;
-    let (access2, _) = r.pair();
-
-    // Replay: invalid_grant, and everything the code issued is revoked,
-    // including what its refresh token was exchanged for.
-    exchange_owned(&app, good(&code))
-        .await
-        .assert_error(400, "invalid_grant");
-    assert!(!is_live(&app, &access).await);
-    assert!(!is_live(&app, &access2).await);
-    assert_eq!(upstream_sees(&app, &access2, &[]).await.0, 401);
-}
-
-#[tokio::test]
-async fn expired_codes_and_password_changes_make_codes_worthless() {
-    let app = spawn_app(CONFIG).await;
-    let client = setup(&app).await;
-    let params = |code: &str| {
-        vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", REDIRECT.to_owned()),
-            ("code_verifier", VERIFIER.to_owned()),
-            ("client_id", client.client_id.clone()),
-        ]
-    };
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
-    db_exec(
-        &app,
-        "UPDATE authorization_codes SET expires = $1",
-        &[&(scopegate::db::unix_now() - 1)],
-    )
-    .await;
-    exchange_owned(&app, params(&code))
-        .await
-        .assert_error(400, "invalid_grant");
-
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
-    let alice = scopegate::accounts::store::find_account(&app.state.db, "alice")
-        .await
-        .unwrap()
-        .unwrap();
-    scopegate::accounts::store::set_password(
-        &app.state.db,
-        &app.state.oauth.hasher,
-        alice.id,
-        scopegate::accounts::Password::new("new password"),
-    )
-    .await
-    .unwrap();
-    exchange_owned(&app, params(&code))
-        .await
-        .assert_error(400, "invalid_grant");
-    // Garbage codes cost no query.
-    exchange_owned(&app, params("sgo_short"))
-        .await
-        .assert_error(400, "invalid_grant");
-}
-
-#[tokio::test]
-async fn a_confidential_client_authenticates_to_exchange_its_code() {
-    let app = spawn_app(CONFIG).await;
-    new_account(&app, "alice", "correct horse", &["orders:read"], &[]).await;
-    let c = new_client(&app, "server-app", &["orders:read"], &[REDIRECT], false).await;
-    let code = code_for(&app, &c, &request(&c, "s"), "alice", "correct horse").await;
-    let p = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", VERIFIER),
-    ];
-    let mut named = p.to_vec();
-    named.push(("client_id", &c.client_id));
-    exchange(&app, &named)
-        .await
-        .assert_error(401, "invalid_client");
-    // With its only redirect URI, redirect_uri may be left out.
-    let auth = basic(&c.client_id, c.secret.as_deref().unwrap());
-    let r = post_basic(&app, "/oauth/token", &auth, &[p[0], p[1], p[3]]).await;
-    r.pair();
-}
-
 #[tokio::test]
 async fn a_confidential_clients_tokens_are_revoked_only_with_its_authentication() {
     let app = spawn_app(CONFIG).await;
@@ -696,62 +526,4 @@ async fn a_confidential_client_with_the_scope_may_introspect() {
         r.header("www-authenticate"),
         Some("Bearer realm=\"scopegate\"")
     );
-}
-
-/// A login on the page rehashes a password made with other argon2
-/// parameters, and the code it issues is bound to the new hash (so it
-/// still exchanges).
-#[tokio::test]
-async fn a_login_on_the_page_rehashes_and_its_code_still_works() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let app = spawn_app(CONFIG).await;
-    let client = setup(&app).await;
-    let old = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(19456, 2, 1, None).unwrap(),
-    )
-    .hash_password(
-        b"correct horse",
-        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
-    )
-    .unwrap()
-    .to_string();
-    db_exec(
-        &app,
-        "UPDATE accounts SET password = $1 WHERE username = 'alice'",
-        &[&old],
-    )
-    .await;
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
-    let conn = app.db.pool().get().await.unwrap();
-    let now: String = conn
-        .query_one(
-            "SELECT password FROM accounts WHERE username = 'alice'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_ne!(now, old, "rehashed");
-    assert!(now.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{now}");
-    exchange(
-        &app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", &client.client_id),
-        ],
-    )
-    .await
-    .pair();
 }
