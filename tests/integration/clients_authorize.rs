@@ -142,6 +142,12 @@ pub async fn code_for(
     param(&p, "code").expect("a code").to_owned()
 }
 
+/// A code for `setup`'s account (alice) asking for the scope `s`, through
+/// the login page.
+pub async fn alice_code(app: &TestApp, client: &TestClient) -> String {
+    code_for(app, client, &request(client, "s"), "alice", "correct horse").await
+}
+
 pub async fn setup(app: &TestApp) -> TestClient {
     new_account(
         app,

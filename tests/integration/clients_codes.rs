@@ -3,9 +3,11 @@
 //! and redirect URI; what makes it worthless; confidential clients.
 
 use crate::clients::new_client;
-use crate::clients_authorize::{code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER};
+use crate::clients_authorize::{
+    alice_code, code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER,
+};
 use crate::clients_tokens::{basic, exchange, exchange_owned, post_basic, upstream_sees};
-use crate::oauth::{db_exec, introspect, is_live, new_account, CONFIG};
+use crate::oauth::{db_exec, introspect, is_live, new_account, store_hash_made_with, CONFIG};
 use crate::support::spawn_app;
 
 #[tokio::test]
@@ -110,14 +112,7 @@ async fn expired_codes_and_password_changes_make_codes_worthless() {
             ("client_id", client.client_id.clone()),
         ]
     };
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
+    let code = alice_code(&app, &client).await;
     db_exec(
         &app,
         "UPDATE authorization_codes SET expires = $1",
@@ -128,14 +123,7 @@ async fn expired_codes_and_password_changes_make_codes_worthless() {
         .await
         .assert_error(400, "invalid_grant");
 
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
+    let code = alice_code(&app, &client).await;
     let alice = scopegate::accounts::store::find_account(&app.state.db, "alice")
         .await
         .unwrap()
@@ -185,34 +173,10 @@ async fn a_confidential_client_authenticates_to_exchange_its_code() {
 /// still exchanges).
 #[tokio::test]
 async fn a_login_on_the_page_rehashes_and_its_code_still_works() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let app = spawn_app(CONFIG).await;
     let client = setup(&app).await;
-    let old = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(19456, 2, 1, None).unwrap(),
-    )
-    .hash_password(
-        b"correct horse",
-        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
-    )
-    .unwrap()
-    .to_string();
-    db_exec(
-        &app,
-        "UPDATE accounts SET password = $1 WHERE username = 'alice'",
-        &[&old],
-    )
-    .await;
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
+    let old = store_hash_made_with(&app, "alice", "correct horse", 19456, 2).await;
+    let code = alice_code(&app, &client).await;
     let conn = app.db.pool().get().await.unwrap();
     let now: String = conn
         .query_one(

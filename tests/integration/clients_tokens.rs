@@ -7,7 +7,7 @@ use base64::Engine;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 
 use crate::clients::{new_client, TestClient};
-use crate::clients_authorize::{code_for, request, setup, REDIRECT, VERIFIER};
+use crate::clients_authorize::{alice_code, setup, REDIRECT, VERIFIER};
 use crate::oauth::{encode, introspect, is_live, login, new_account, post_form, CONFIG, FORM};
 use crate::support::{http, send, spawn_app, Resp, Seen, TestApp};
 
@@ -418,14 +418,7 @@ async fn a_confidential_clients_tokens_are_revoked_only_with_its_authentication(
 async fn deleting_a_client_revokes_every_token_issued_through_it() {
     let app = spawn_app(CONFIG).await;
     let client = setup(&app).await;
-    let code = code_for(
-        &app,
-        &client,
-        &request(&client, "s"),
-        "alice",
-        "correct horse",
-    )
-    .await;
+    let code = alice_code(&app, &client).await;
     let r = exchange(
         &app,
         &[

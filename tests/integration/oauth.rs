@@ -155,6 +155,38 @@ pub async fn new_account(
     .id
 }
 
+/// Store `password` for the account named `username`, hashed with the
+/// argon2id parameters `m_kib`/`t` instead of the current ones (as an
+/// older configuration left it); the stored PHC string.
+pub async fn store_hash_made_with(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+    m_kib: u32,
+    t: u32,
+) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let phc = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon2::Params::new(m_kib, t, 1, None).unwrap(),
+    )
+    .hash_password(
+        password.as_bytes(),
+        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
+    )
+    .unwrap()
+    .to_string();
+    let changed = db_exec(
+        app,
+        "UPDATE accounts SET password = $2 WHERE username = $1",
+        &[&username, &phc],
+    )
+    .await;
+    assert_eq!(changed, 1, "no account {username}");
+    phc
+}
+
 pub async fn db_exec(
     app: &TestApp,
     sql: &str,

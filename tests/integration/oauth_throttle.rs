@@ -232,27 +232,10 @@ async fn an_address_is_throttled_after_max_failures_per_ip() {
 
 #[tokio::test]
 async fn a_login_rehashes_a_password_made_with_other_parameters() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let app = spawn_app(CONFIG).await;
     let id = new_account(&app, "olaf", "s3cret", &[], &[]).await;
     // One of the other equivalent parameter sets (m=47104 KiB, t=1).
-    let old = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(47104, 1, 1, None).unwrap(),
-    )
-    .hash_password(
-        b"s3cret",
-        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
-    )
-    .unwrap()
-    .to_string();
-    db_exec(
-        &app,
-        "UPDATE accounts SET password = $2 WHERE account_id = $1",
-        &[&id, &old],
-    )
-    .await;
+    let old = store_hash_made_with(&app, "olaf", "s3cret", 47104, 1).await;
     let stored = || async {
         let conn = app.db.pool().get().await.unwrap();
         conn.query_one(
@@ -281,26 +264,9 @@ async fn a_login_rehashes_a_password_made_with_other_parameters() {
 
 #[tokio::test]
 async fn a_rehash_never_overwrites_a_password_changed_meanwhile() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let app = spawn_app(CONFIG).await;
     let id = new_account(&app, "oona", "old", &[], &[]).await;
-    let old = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon2::Params::new(12288, 3, 1, None).unwrap(),
-    )
-    .hash_password(
-        b"old",
-        &SaltString::encode_b64(b"0123456789abcdef").unwrap(),
-    )
-    .unwrap()
-    .to_string();
-    db_exec(
-        &app,
-        "UPDATE accounts SET password = $2 WHERE account_id = $1",
-        &[&id, &old],
-    )
-    .await;
+    let old = store_hash_made_with(&app, "oona", "old", 12288, 3).await;
     // A login verified `old`; the password changes before its rehash lands.
     store::set_password(
         &app.state.db,
