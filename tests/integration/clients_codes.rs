@@ -2,13 +2,25 @@
 //! PKCE RFC 7636 §4.6): what a code is good for, once, with its verifier
 //! and redirect URI; what makes it worthless; confidential clients.
 
-use crate::clients::new_client;
+use crate::clients::{new_client, TestClient};
 use crate::clients_authorize::{
     alice_code, code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER,
 };
 use crate::clients_tokens::{basic, exchange, exchange_owned, post_basic, upstream_sees};
 use crate::oauth::{db_exec, introspect, is_live, new_account, store_hash_made_with, CONFIG};
 use crate::support::spawn_app;
+
+/// The form that redeems `code` for `client` (a public client: no
+/// secret), with the verifier and redirect URI it was asked for with.
+fn redeem(client: &TestClient, code: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("code_verifier", VERIFIER.to_owned()),
+        ("client_id", client.client_id.clone()),
+    ]
+}
 
 #[tokio::test]
 async fn the_authorization_code_exchange() {
@@ -17,15 +29,7 @@ async fn the_authorization_code_exchange() {
     let mut req = request(&client, "s1");
     req.push(("scope", "orders:read"));
     let code = code_for(&app, &client, &req, "alice", "correct horse").await;
-    let good = |code: &str| {
-        vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", REDIRECT.to_owned()),
-            ("code_verifier", VERIFIER.to_owned()),
-            ("client_id", client.client_id.clone()),
-        ]
-    };
+    let good = |code: &str| redeem(&client, code);
     let as_params = |v: &Vec<(&'static str, String)>| -> Vec<(&'static str, String)> { v.clone() };
     let with = |code: &str, name: &'static str, value: &str| {
         let mut v = as_params(&good(code));
@@ -103,15 +107,7 @@ async fn the_authorization_code_exchange() {
 async fn expired_codes_and_password_changes_make_codes_worthless() {
     let app = spawn_app(CONFIG).await;
     let client = setup(&app).await;
-    let params = |code: &str| {
-        vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", REDIRECT.to_owned()),
-            ("code_verifier", VERIFIER.to_owned()),
-            ("client_id", client.client_id.clone()),
-        ]
-    };
+    let params = |code: &str| redeem(&client, code);
     let code = alice_code(&app, &client).await;
     db_exec(
         &app,
