@@ -6,7 +6,9 @@ use crate::clients::{new_client, TestClient};
 use crate::clients_authorize::{
     alice_code, code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER,
 };
-use crate::clients_tokens::{basic, exchange, exchange_owned, post_basic, upstream_sees};
+use crate::clients_tokens::{
+    assert_caller, basic, exchange, exchange_owned, post_basic, upstream_sees,
+};
 use crate::oauth::{db_exec, introspect, is_live, new_account, store_hash_made_with, CONFIG};
 use crate::support::spawn_app;
 
@@ -68,14 +70,7 @@ async fn the_authorization_code_exchange() {
     assert_eq!(r.json()["scope"], "orders:read");
     let (_, seen) = upstream_sees(&app, &access, &[]).await;
     let seen = seen.unwrap();
-    assert_eq!(
-        seen.header("x-authenticated-user").as_deref(),
-        Some("alice")
-    );
-    assert_eq!(
-        seen.header("x-authenticated-client").as_deref(),
-        Some(client.client_id.as_str())
-    );
+    assert_caller(&seen, "alice", &client.client_id);
     assert_eq!(
         introspect(&app, &access).await["client_id"],
         client.client_id.as_str()

@@ -59,6 +59,16 @@ pub async fn upstream_sees(
     (r.status, seen)
 }
 
+/// The upstream saw the caller `user`, through the client `client_id`.
+#[track_caller]
+pub fn assert_caller(seen: &Seen, user: &str, client_id: &str) {
+    assert_eq!(seen.header("x-authenticated-user").as_deref(), Some(user));
+    assert_eq!(
+        seen.header("x-authenticated-client").as_deref(),
+        Some(client_id)
+    );
+}
+
 pub fn access_token(r: &Resp) -> String {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["access_token"].as_str().unwrap().to_owned()
@@ -106,14 +116,7 @@ async fn client_credentials_issue_an_access_token_of_the_service_account() {
         upstream_sees(&app, &token, &[("x-authenticated-client", "sgc_forged")]).await;
     assert_eq!(status, 200);
     let seen = seen.unwrap();
-    assert_eq!(
-        seen.header("x-authenticated-user").as_deref(),
-        Some("client:backend")
-    );
-    assert_eq!(
-        seen.header("x-authenticated-client").as_deref(),
-        Some(c.client_id.as_str())
-    );
+    assert_caller(&seen, "client:backend", &c.client_id);
     assert!(seen
         .header("x-authenticated-scope")
         .unwrap()
@@ -316,11 +319,7 @@ async fn the_password_grant_through_a_client_is_bounded_by_it_and_bound_to_it() 
     assert_eq!(r.json()["scope"], "orders:read");
     let (_, seen) = upstream_sees(&app, &access, &[]).await;
     let seen = seen.unwrap();
-    assert_eq!(seen.header("x-authenticated-user").as_deref(), Some("bob"));
-    assert_eq!(
-        seen.header("x-authenticated-client").as_deref(),
-        Some(c.client_id.as_str())
-    );
+    assert_caller(&seen, "bob", &c.client_id);
     let mut p = pw.to_vec();
     p.push(("scope", "orders:write"));
     post_basic(&app, "/oauth/token", &auth, &p)
