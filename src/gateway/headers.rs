@@ -24,6 +24,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 use super::route::Route;
 use crate::request::{RequestCtx, X_REQUEST_ID};
@@ -78,14 +79,14 @@ pub(super) fn spoofable(name: &str) -> bool {
 
 /// Remove hop-by-hop headers, the headers `Connection` names, and (for
 /// requests) everything spoofable, `Content-Length` and perhaps
-/// `Authorization`. One pass over the names; allocates only when something
-/// must go.
+/// `Authorization`. One pass over the names; allocates only when more than
+/// four must go.
 pub fn strip_headers(h: &mut HeaderMap, message: Message) {
     let (request, drop_authorization) = match message {
         Message::Request { keep_authorization } => (true, !keep_authorization),
         Message::Response => (false, false),
     };
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
     for (name, value) in h.iter() {
         if name == header::CONNECTION || name == PROXY_CONNECTION {
             let tokens = value.to_str().unwrap_or_default().split(',');

@@ -120,7 +120,7 @@ const BASE64URL: [bool; 256] = alphanumeric_and(b"-_");
 /// A byte table of an alphabet: ASCII letters and digits, and `extra`.
 /// Checking a token byte by byte on every request is one load per byte
 /// this way, instead of a chain of comparisons.
-const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
+pub(crate) const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
