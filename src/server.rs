@@ -6,11 +6,17 @@
 //! - header section larger than `max_header_bytes` -> 431 (hyper answers it);
 //! - a connection with no request in progress is closed once it has been
 //!   idle for `header_read_timeout`: before the first request (silent
-//!   sockets, a partial HTTP/2 preface: protocol detection is not covered by
-//!   hyper's own header timer), between HTTP/1.1 keep-alive requests, and an
-//!   HTTP/2 connection without open streams (GOAWAY, RFC 9113 §6.8);
-//! - headers not complete within `header_read_timeout` -> connection closed
-//!   (slowloris; hyper needs a timer for this, or it is silently off);
+//!   sockets, a partial HTTP/2 preface), between HTTP/1.1 keep-alive
+//!   requests, and an HTTP/2 connection without open streams (GOAWAY, RFC
+//!   9113 §6.8);
+//! - so a request head not complete within `header_read_timeout` of the
+//!   connection's going idle closes it (slowloris): hyper counts a
+//!   connection between messages as idle while a head is arriving, and
+//!   closes it at once when asked to. This one timer per connection is the
+//!   only header timer: hyper's own (`http1().header_read_timeout`) is off,
+//!   since it is made, registered and dropped for every request (about
+//!   1,300 instructions a request; `docs/operations.md`, "Profiling") and
+//!   does not cover protocol detection;
 //! - at most `max_connections` connections served at once, counted across
 //!   every accept loop that shares one [`Semaphore`] (the proxy threads do):
 //!   beyond it an accepted connection waits for a place (backpressure)
@@ -89,8 +95,8 @@ pub const H2_MAX_STREAMS: u32 = 100;
 pub fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The connection's idle timer bounds request heads (see above).
+        .header_read_timeout(None)
         // hyper's minimum read buffer is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);

@@ -394,3 +394,46 @@ async fn s05_a_trickled_head_is_cut_off_at_the_header_read_timeout() {
     assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
     assert!(rec.seen().is_empty(), "{:?}", rec.seen());
 }
+
+/// Case S5 on a kept-alive connection: after a first request is answered,
+/// the next head is trickled. The connection's idle timer is the only
+/// header timer (`docs/security.md`, "Slow clients and resource limits"),
+/// so the head must be complete within `header_read_timeout` of the first
+/// answer: the connection is closed then, at once, not after a second
+/// period, and only the first request reached the upstream.
+#[tokio::test]
+async fn s05_a_head_trickled_after_a_kept_alive_request_is_cut_off() {
+    let timeout = Duration::from_secs(2);
+    let rec = recorder().await;
+    let app = spawn_app_to(&with_server("header_read_timeout_secs = 2"), rec.addr).await;
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_one(&mut s).await.status, 200);
+    let idle = Instant::now();
+    let mut closed_after = None;
+    for b in b"GET /second HTTP/1.1\r\nHost: t\r\nX-Pad: ".iter().cycle() {
+        if s.write_all(&[*b]).await.is_err() {
+            closed_after = Some(idle.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(idle.elapsed());
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if idle.elapsed() > 3 * timeout {
+            break;
+        }
+    }
+    let took = closed_after.expect("the trickled head was never cut off");
+    assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
+    // A second idle period (a goodbye) would end it at twice the timeout.
+    assert!(took < timeout * 3 / 2, "closed late: {took:?}");
+    let paths: Vec<String> = rec.seen().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/first"]);
+}
