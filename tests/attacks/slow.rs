@@ -358,6 +358,31 @@ async fn websocket_tunnels_drain_at_shutdown() {
     );
 }
 
+/// Send `head` one byte every 100 ms, endlessly repeated, until the
+/// gateway closes the connection (`Some`: how long after `from`) or
+/// `bound` has passed since `from` (`None`).
+async fn trickle(
+    s: &mut TcpStream,
+    head: &[u8],
+    from: Instant,
+    bound: Duration,
+) -> Option<Duration> {
+    for b in head.iter().cycle() {
+        if s.write_all(&[*b]).await.is_err() {
+            return Some(from.elapsed());
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(from.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if from.elapsed() > bound {
+            return None;
+        }
+    }
+    None
+}
+
 /// Case S5: slowloris, a head trickled one byte at a time. The header
 /// read timeout bounds the whole head, not the gap between bytes: with
 /// `header_read_timeout_secs = 1` and a byte every 100 ms (each gap well
@@ -370,27 +395,11 @@ async fn s05_a_trickled_head_is_cut_off_at_the_header_read_timeout() {
     let app = spawn_app_to(&with_server("header_read_timeout_secs = 1"), rec.addr).await;
     let mut s = TcpStream::connect(app.addr).await.unwrap();
     let start = Instant::now();
-    let head = format!(
-        "GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
-        "a".repeat(200)
-    );
-    let mut closed_after = None;
-    for b in head.as_bytes() {
-        if s.write_all(&[*b]).await.is_err() {
-            closed_after = Some(start.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed_after = Some(start.elapsed());
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
-        }
-        assert!(start.elapsed() < timeout + MARGIN, "never closed");
-    }
-    let took = closed_after.expect("the whole head was sent before the timeout");
+    // Longer than the timeout at 10 bytes a second.
+    let head = format!("GET /x HTTP/1.1\r\nHost: t\r\nX-Pad: {}", "a".repeat(200));
+    let took = trickle(&mut s, head.as_bytes(), start, timeout + MARGIN)
+        .await
+        .expect("never closed");
     assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
     assert!(rec.seen().is_empty(), "{:?}", rec.seen());
 }
@@ -411,26 +420,10 @@ async fn s05_a_head_trickled_after_a_kept_alive_request_is_cut_off() {
         .await
         .unwrap();
     assert_eq!(read_one(&mut s).await.status, 200);
-    let idle = Instant::now();
-    let mut closed_after = None;
-    for b in b"GET /second HTTP/1.1\r\nHost: t\r\nX-Pad: ".iter().cycle() {
-        if s.write_all(&[*b]).await.is_err() {
-            closed_after = Some(idle.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 1024];
-        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed_after = Some(idle.elapsed());
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
-        }
-        if idle.elapsed() > 3 * timeout {
-            break;
-        }
-    }
-    let took = closed_after.expect("the trickled head was never cut off");
+    let head = b"GET /second HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+    let took = trickle(&mut s, head, Instant::now(), 3 * timeout)
+        .await
+        .expect("the trickled head was never cut off");
     assert!(took >= timeout * 9 / 10, "closed early: {took:?}");
     // A second idle period (a goodbye) would end it at twice the timeout.
     assert!(took < timeout * 3 / 2, "closed late: {took:?}");
