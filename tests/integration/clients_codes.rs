@@ -2,27 +2,15 @@
 //! PKCE RFC 7636 §4.6): what a code is good for, once, with its verifier
 //! and redirect URI; what makes it worthless; confidential clients.
 
-use crate::clients::{new_client, TestClient};
+use crate::clients::new_client;
 use crate::clients_authorize::{
     alice_code, code_for, request, setup, CHALLENGE, REDIRECT, VERIFIER,
 };
 use crate::clients_tokens::{
-    assert_caller, basic, exchange, exchange_owned, post_basic, upstream_sees,
+    assert_caller, basic, exchange, exchange_owned, post_basic, redeem, upstream_sees,
 };
 use crate::oauth::{db_exec, introspect, is_live, new_account, store_hash_made_with, CONFIG};
 use crate::support::spawn_app;
-
-/// The form that redeems `code` for `client` (a public client: no
-/// secret), with the verifier and redirect URI it was asked for with.
-fn redeem(client: &TestClient, code: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("grant_type", "authorization_code".to_owned()),
-        ("code", code.to_owned()),
-        ("redirect_uri", REDIRECT.to_owned()),
-        ("code_verifier", VERIFIER.to_owned()),
-        ("client_id", client.client_id.clone()),
-    ]
-}
 
 #[tokio::test]
 async fn the_authorization_code_exchange() {
@@ -179,16 +167,5 @@ async fn a_login_on_the_page_rehashes_and_its_code_still_works() {
         .get(0);
     assert_ne!(now, old, "rehashed");
     assert!(now.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{now}");
-    exchange(
-        &app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", &client.client_id),
-        ],
-    )
-    .await
-    .pair();
+    exchange_owned(&app, redeem(&client, &code)).await.pair();
 }

@@ -78,6 +78,18 @@ pub async fn exchange(app: &TestApp, params: &[(&str, &str)]) -> Resp {
     post_form(app, "/oauth/token", params).await
 }
 
+/// The form that redeems `code` for `client` (a public client: no
+/// secret), with the verifier and redirect URI it was asked for with.
+pub fn redeem(client: &TestClient, code: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", REDIRECT.to_owned()),
+        ("code_verifier", VERIFIER.to_owned()),
+        ("client_id", client.client_id.clone()),
+    ]
+}
+
 pub async fn exchange_owned(app: &TestApp, v: Vec<(&'static str, String)>) -> Resp {
     let p: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
     exchange(app, &p).await
@@ -418,18 +430,7 @@ async fn deleting_a_client_revokes_every_token_issued_through_it() {
     let app = spawn_app(CONFIG).await;
     let client = setup(&app).await;
     let code = alice_code(&app, &client).await;
-    let r = exchange(
-        &app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", &client.client_id),
-        ],
-    )
-    .await;
-    let (access, refresh) = r.pair();
+    let (access, refresh) = exchange_owned(&app, redeem(&client, &code)).await.pair();
     let svc = new_client(&app, "svc", &["orders:read"], &[], false).await;
     let cc = access_token(&client_credentials(&app, &svc, None).await);
     // Cached by the gateway first.

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use crate::admin::AdminApi;
 use crate::clients::new_client;
-use crate::clients_authorize::{code_for, request, REDIRECT, VERIFIER};
+use crate::clients_authorize::{code_for, request, REDIRECT};
+use crate::clients_tokens::{exchange_owned, redeem};
 use crate::oauth::{db_exec, login, new_account, post_form, refresh};
 use crate::support::{http, insert_token, send, spawn_app, TestApp};
 
@@ -164,19 +165,7 @@ async fn metrics_move_as_requests_flow() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let web = new_client(&app, "web", &["orders:read"], &[REDIRECT], true).await;
     let code = code_for(&app, &web, &request(&web, "s1"), "mia", "pw-mia").await;
-    let r = post_form(
-        &app,
-        "/oauth/token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", VERIFIER),
-            ("client_id", &web.client_id),
-        ],
-    )
-    .await;
-    r.pair();
+    exchange_owned(&app, redeem(&web, &code)).await.pair();
     code_for(&app, &web, &request(&web, "s2"), "mia", "pw-mia").await;
 
     // A sweep, with one of each kind of row expired: an access token, a
