@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{recorder, spawn_app_to, Recorder, TestApp};
-
-const ROUTES: &str = r#"
-[[routes]]
-name = "public"
-path = "/"
-upstream = "UPSTREAM"
-public = true
-"#;
+use crate::support::{recorder, spawn_app_to, Recorder, TestApp, CATCH_ALL};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
@@ -136,7 +128,7 @@ async fn still_serves(app: &TestApp) {
 
 pub async fn app() -> (TestApp, Recorder) {
     let rec = recorder().await;
-    let app = spawn_app_to(ROUTES, rec.addr).await;
+    let app = spawn_app_to(CATCH_ALL, rec.addr).await;
     (app, rec)
 }
 
@@ -279,11 +271,7 @@ async fn s04_too_many_concurrent_streams_are_refused() {
         got.iter().map(|f| f.0).collect::<Vec<_>>()
     );
     assert!(!closed && !goaway_with(&got, ENHANCE_YOUR_CALM));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while rec.seen().len() < 100 {
-        assert!(Instant::now() < deadline, "{}", rec.seen().len());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rec.arrived(100, Duration::from_secs(5)).await;
     assert_eq!(rec.seen().len(), 100);
     // Finish one stream: it is served normally.
     let _ = s.write_all(&frame(DATA, END_STREAM, 1, b"")).await;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -81,32 +81,75 @@ impl Recorded {
 /// `x-echo-delay-ms` delays the answer, `x-echo-bytes: N` answers N bytes.
 pub struct Recorder {
     pub addr: SocketAddr,
-    seen: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    log: Arc<Log>,
     _stop: watch::Sender<bool>,
+}
+
+/// What the recorder received, and a signal for each change to it.
+#[derive(Default)]
+struct Log {
+    seen: std::sync::Mutex<Vec<Recorded>>,
+    changed: watch::Sender<()>,
+}
+
+impl Log {
+    /// Change the record and wake whoever waits on it.
+    fn update<T>(&self, f: impl FnOnce(&mut Vec<Recorded>) -> T) -> T {
+        let out = f(&mut self.seen.lock().unwrap());
+        self.changed.send_replace(());
+        out
+    }
 }
 
 impl Recorder {
     /// Every request received so far.
     pub fn seen(&self) -> Vec<Recorded> {
-        self.seen.lock().unwrap().clone()
+        self.log.seen.lock().unwrap().clone()
+    }
+
+    /// Every request received, as soon as `ready` holds for them (woken by
+    /// each change, not polled); fails after `bound`.
+    pub async fn until(
+        &self,
+        bound: Duration,
+        ready: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
+        let mut changed = self.log.changed.subscribe();
+        let wait = async {
+            loop {
+                // Marked seen before the check: a change after it wakes us.
+                changed.borrow_and_update();
+                let seen = self.seen();
+                if ready(&seen) {
+                    return seen;
+                }
+                // The sender lives in `self`: this cannot fail meanwhile.
+                let _ = changed.changed().await;
+            }
+        };
+        match tokio::time::timeout(bound, wait).await {
+            Ok(seen) => seen,
+            Err(_) => panic!("after {bound:?} the upstream saw {:?}", self.seen()),
+        }
+    }
+
+    /// Every request received, once at least `n` have arrived (their
+    /// bodies may still be arriving); bounded by `bound`.
+    pub async fn arrived(&self, n: usize, bound: Duration) -> Vec<Recorded> {
+        self.until(bound, |seen| seen.len() >= n).await
     }
 
     /// Every request received, once at least `n` have arrived and each has
     /// been read to its end (cleanly or not); bounded.
     pub async fn settled(&self, n: usize) -> Vec<Recorded> {
-        let deadline = Instant::now() + 5 * MARGIN;
-        loop {
-            let seen = self.seen();
-            if seen.len() >= n && seen.iter().all(|r| r.body_complete.is_some()) {
-                return seen;
-            }
-            assert!(Instant::now() < deadline, "the upstream saw {seen:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.until(5 * MARGIN, |seen| {
+            seen.len() >= n && seen.iter().all(|r| r.body_complete.is_some())
+        })
+        .await
     }
 }
 
-struct Recording(Arc<std::sync::Mutex<Vec<Recorded>>>);
+struct Recording(Arc<Log>);
 
 impl scopegate::server::Handler for Recording {
     async fn handle(
@@ -115,8 +158,7 @@ impl scopegate::server::Handler for Recording {
         conn: scopegate::server::Conn,
     ) -> http::Response<scopegate::body::Body> {
         use http_body_util::BodyExt;
-        let index = {
-            let mut seen = self.0.lock().unwrap();
+        let index = self.0.update(|seen| {
             seen.push(Recorded {
                 peer: conn.peer,
                 method: req.method().to_string(),
@@ -135,7 +177,7 @@ impl scopegate::server::Handler for Recording {
                 body_complete: None,
             });
             seen.len() - 1
-        };
+        });
         let header_u64 = |name: &str| {
             req.headers()
                 .get(name)
@@ -151,7 +193,8 @@ impl scopegate::server::Handler for Recording {
             match frame {
                 Ok(f) => {
                     if let Some(d) = f.data_ref() {
-                        self.0.lock().unwrap()[index].body_bytes += d.len() as u64;
+                        self.0
+                            .update(|seen| seen[index].body_bytes += d.len() as u64);
                     }
                 }
                 Err(_) => {
@@ -160,11 +203,10 @@ impl scopegate::server::Handler for Recording {
                 }
             }
         }
-        let len = {
-            let mut seen = self.0.lock().unwrap();
+        let len = self.0.update(|seen| {
             seen[index].body_complete = Some(complete);
             seen[index].body_bytes
-        };
+        });
         if let Some(ms) = delay {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
@@ -183,11 +225,11 @@ impl scopegate::server::Handler for Recording {
 pub async fn recorder() -> Recorder {
     let listener = scopegate::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::new(Log::default());
     let (tx, mut rx) = watch::channel(false);
     tokio::spawn(scopegate::server::serve(
         listener,
-        Arc::new(Recording(seen.clone())),
+        Arc::new(Recording(log.clone())),
         Default::default(),
         async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -195,7 +237,7 @@ pub async fn recorder() -> Recorder {
     ));
     Recorder {
         addr,
-        seen,
+        log,
         _stop: tx,
     }
 }
