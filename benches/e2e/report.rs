@@ -291,6 +291,22 @@ pub fn print_storm(s: &StormReport) {
             r.rps_ratio
         );
     }
+    println!(
+        "\nThe control: the same {} threads (`SCHED_IDLE`) running a busy loop that touches no memory, beside each proxy:\n",
+        s.hash_threads
+    );
+    println!("| proxy | quiet p99 | p99 beside the loop | × quiet p99 | × quiet req/s |");
+    println!("|---|---|---|---|---|");
+    for c in &s.controls {
+        println!(
+            "| {} | {} | {} | {:.2}× | {:.2}× |",
+            c.proxy,
+            ms(c.quiet_p99_us),
+            ms(c.busy_p99_us),
+            c.p99_ratio,
+            c.rps_ratio
+        );
+    }
 }
 
 pub fn print_attack(a: &AttackReport, knobs: &Knobs) {

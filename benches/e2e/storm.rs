@@ -173,6 +173,8 @@ pub struct StormReport {
     pub loaded_vs_limit: f64,
     /// The proxy beside each OWASP argon2id set ([`crate::sets`]).
     pub sets: Vec<crate::sets::SetRow>,
+    /// The control: the same threads running a busy loop instead.
+    pub controls: Vec<crate::sets::ControlRow>,
 }
 
 /// Median time of one verify through a pool built as the gateway builds
@@ -263,6 +265,7 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
         });
     }
     let sets = crate::sets::run(stack, knobs, hash_threads);
+    let controls = crate::sets::controls(stack, knobs, hash_threads);
     stack.assert_alive();
     let loaded = median(rounds.iter().map(|r| r.storm.logins_per_s));
     StormReport {
@@ -283,5 +286,6 @@ pub fn run(stack: &mut Stack, knobs: &Knobs, rt: &tokio::runtime::Runtime) -> St
         loaded_vs_limit: loaded / limit,
         rounds,
         sets,
+        controls,
     }
 }

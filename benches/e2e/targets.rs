@@ -313,6 +313,11 @@ impl Stack {
         format!("http://127.0.0.1:{}{SCOPED_PATH}", self.gw.server.port)
     }
 
+    /// nginx's URL for the same path (access log off).
+    pub fn nginx_url(&self) -> String {
+        Self::url(self.nginx.port, SCOPED_PATH)
+    }
+
     /// Panics if a process died.
     pub fn assert_alive(&mut self) {
         self.upstream.proc.assert_alive("the upstream");
