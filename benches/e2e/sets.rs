@@ -119,16 +119,7 @@ pub fn controls(stack: &Stack, knobs: &Knobs, threads: usize) -> Vec<ControlRow>
     let nginx = stack.nginx_url();
     let runs: [(&'static str, Wrk<'_>); 2] = [
         ("scopegate", stack.scoped_wrk(&scoped, knobs)),
-        (
-            "nginx",
-            Wrk {
-                url: &nginx,
-                token: None,
-                secs: knobs.secs,
-                conns: knobs.conns,
-                threads: knobs.wrk_threads,
-            },
-        ),
+        ("nginx", stack.nginx_wrk(&nginx, knobs)),
     ];
     let mut rows = Vec::new();
     for (proxy, wrk) in runs {

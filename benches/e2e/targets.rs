@@ -239,6 +239,17 @@ fn start_gateway(dir: &Path, db: &Database, upstream: u16, logs: bool) -> Gatewa
     }
 }
 
+/// `url` loaded with the knobs' duration, connections and wrk threads.
+fn knobs_wrk<'a>(url: &'a str, token: Option<&'a str>, knobs: &Knobs) -> Wrk<'a> {
+    Wrk {
+        url,
+        token,
+        secs: knobs.secs,
+        conns: knobs.conns,
+        threads: knobs.wrk_threads,
+    }
+}
+
 impl Stack {
     /// Start every process the chosen parts need.
     pub fn start(knobs: &Knobs, db: Database, token: String) -> Stack {
@@ -299,13 +310,7 @@ impl Stack {
     /// The gateway's scoped route with the cached token, loaded as the
     /// knobs say; `url` holds [`Stack::scoped_url`].
     pub fn scoped_wrk<'a>(&'a self, url: &'a str, knobs: &Knobs) -> Wrk<'a> {
-        Wrk {
-            url,
-            token: Some(&self.token),
-            secs: knobs.secs,
-            conns: knobs.conns,
-            threads: knobs.wrk_threads,
-        }
+        knobs_wrk(url, Some(&self.token), knobs)
     }
 
     /// The URL of the gateway's scoped route.
@@ -316,6 +321,12 @@ impl Stack {
     /// nginx's URL for the same path (access log off).
     pub fn nginx_url(&self) -> String {
         Self::url(self.nginx.port, SCOPED_PATH)
+    }
+
+    /// nginx at [`Stack::nginx_url`], loaded as the knobs say; `url`
+    /// holds that URL.
+    pub fn nginx_wrk<'a>(&self, url: &'a str, knobs: &Knobs) -> Wrk<'a> {
+        knobs_wrk(url, None, knobs)
     }
 
     /// Panics if a process died.
