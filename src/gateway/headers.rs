@@ -37,19 +37,40 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// What the header policy does with a name the client or upstream sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `Connection` and the obsolete `Proxy-Connection`: hop-by-hop, and
+    /// the names they list go too.
+    Connection,
+    /// The other hop-by-hop headers (RFC 9110 §7.6.1, §7.8; RFC 9112 §6.1).
+    HopByHop,
+    ContentLength,
+    Authorization,
+    /// A name only the gateway may set ([`spoofable`]).
+    Spoofable,
+    Other,
+}
+
+/// A name's fate, decided by its text (lower case, as `HeaderName` keeps
+/// it) in one place.
+fn classify(name: &str) -> Kind {
+    match name {
+        "connection" | "proxy-connection" => Kind::Connection,
+        "keep-alive"
+        | "proxy-authenticate"
+        | "proxy-authorization"
+        | "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "upgrade" => Kind::HopByHop,
+        "content-length" => Kind::ContentLength,
+        "authorization" => Kind::Authorization,
+        _ if spoofable(name) => Kind::Spoofable,
+        _ => Kind::Other,
+    }
+}
 
 /// Which message the headers belong to.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +84,11 @@ pub enum Message {
 }
 
 /// Would a client-sent header of this name impersonate the gateway?
-pub(super) fn spoofable(name: &str) -> bool {
+fn spoofable(name: &str) -> bool {
+    // Every such name starts with `x` or `f` (names are lower case).
+    if !matches!(name.as_bytes().first(), Some(b'x' | b'f')) {
+        return false;
+    }
     let starts = |p: &str| {
         name.len() >= p.len()
             && name.as_bytes()[..p.len()]
@@ -88,15 +113,19 @@ pub fn strip_headers(h: &mut HeaderMap, message: Message) {
     };
     let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
     for (name, value) in h.iter() {
-        if name == header::CONNECTION || name == PROXY_CONNECTION {
-            let tokens = value.to_str().unwrap_or_default().split(',');
-            doomed.extend(tokens.filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
-        }
-        let goes = HOP_BY_HOP.contains(name)
-            || (request
-                && (name == header::CONTENT_LENGTH
-                    || (drop_authorization && name == header::AUTHORIZATION)
-                    || spoofable(name.as_str())));
+        let goes = match classify(name.as_str()) {
+            Kind::Connection => {
+                let tokens = value.to_str().unwrap_or_default().split(',');
+                doomed.extend(
+                    tokens.filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+                );
+                true
+            }
+            Kind::HopByHop => true,
+            Kind::ContentLength | Kind::Spoofable => request,
+            Kind::Authorization => drop_authorization,
+            Kind::Other => false,
+        };
         if goes {
             doomed.push(name.clone());
         }
@@ -259,6 +288,35 @@ mod tests {
             "content-type",
         ] {
             assert!(!spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn names_are_classified() {
+        for n in [
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert_eq!(classify(n), Kind::HopByHop, "{n}");
+        }
+        assert_eq!(classify("connection"), Kind::Connection);
+        assert_eq!(classify("proxy-connection"), Kind::Connection);
+        assert_eq!(classify("content-length"), Kind::ContentLength);
+        assert_eq!(classify("authorization"), Kind::Authorization);
+        assert_eq!(classify("x-forwarded-host"), Kind::Spoofable);
+        for n in [
+            "host",
+            "x-request-id",
+            "tee",
+            "upgrade-insecure-requests",
+            "f",
+        ] {
+            assert_eq!(classify(n), Kind::Other, "{n}");
         }
     }
 
