@@ -14,6 +14,12 @@
 # Needs valgrind, nginx (nginx-light), h2load (nghttp2-client), curl and the
 # Postgres server binaries. The callgrind files stay in the printed folder
 # for `callgrind_annotate`.
+#
+#   SYSCALLS=1 benches/callgrind.sh   # system calls per request instead
+#
+# With SYSCALLS=1 each proxy runs under `strace -c -f` (needs strace) and
+# the calls of each kind over the warm-up and the N requests are divided
+# by their number.
 set -euo pipefail
 
 N=${N:-20000}
@@ -45,11 +51,22 @@ TOKEN=$(curl -s "http://127.0.0.1:$DEV/oauth/token" -d grant_type=password -d us
 DATA=$(cat "$WORK/.scopegate/cluster")
 DB_URL="postgres://postgres:$(cat "$DATA.password")@127.0.0.1:$(cat "$DATA.port")/scopegate"
 
-# count NAME PORT: Ir per request of the valgrind process $VPID.
+WARMUP=2000
+
+# count NAME PORT: Ir (or system calls) per request of the process $VPID.
 count() {
   local auth="authorization: Bearer $TOKEN" url="http://127.0.0.1:$2/bench/items?id=42"
   wait_http "http://127.0.0.1:$2/"
-  h2load --h1 -n 2000 -c 16 -H "$auth" "$url" >/dev/null
+  h2load --h1 -n $WARMUP -c 16 -H "$auth" "$url" >/dev/null
+  if [ -n "${SYSCALLS:-}" ]; then
+    local codes; codes=$(h2load --h1 -n "$N" -c 16 -H "$auth" "$url" | grep 'status codes')
+    # strace ends (and writes its summary) when the proxy it runs does.
+    pkill -P "$VPID"; wait "$VPID" 2>/dev/null || true
+    echo "$1: system calls per request over $((WARMUP + N)) ($codes)"
+    awk -v n=$((WARMUP + N)) '$4 ~ /^[0-9]+$/ && $4 / n >= 0.01 {
+      printf "  %-14s %5.2f\n", ($6 == "" ? $5 : $6), $4 / n }' "$WORK/st.$1"
+    return
+  fi
   callgrind_control -i on "$VPID" >/dev/null
   local codes; codes=$(h2load --h1 -n "$N" -c 16 -H "$auth" "$url" | grep 'status codes')
   callgrind_control -d "$VPID" >/dev/null
@@ -59,7 +76,12 @@ count() {
   printf '%-10s %8d instructions per request   (%s)\n' "$1" $((total / N)) "$codes"
 }
 
-cg() { local name=$1; shift; valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$name.%p" \
+cg() {
+  local name=$1; shift
+  if [ -n "${SYSCALLS:-}" ]; then
+    strace -c -f -o "$WORK/st.$name" "$@" >"$WORK/$name.log" 2>&1 & VPID=$!; PIDS+=($VPID); return
+  fi
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$name.%p" \
   --dump-instr=no --instr-atstart=no "$@" >"$WORK/$name.log" 2>&1 & VPID=$!; PIDS+=($VPID); }
 
 for t in $TARGETS; do
@@ -98,6 +120,6 @@ EOF
   esac
   count "$t" "$P"
 done
-echo "callgrind files: $WORK" >&2
+echo "files: $WORK" >&2
 trap - EXIT
 cleanup
