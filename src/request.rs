@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 
@@ -97,21 +98,41 @@ pub fn sane_request_id(v: &HeaderValue) -> bool {
 
 /// A new request id: a per-process random prefix and a counter (unique,
 /// cheap, not secret), 32 lowercase hex digits, encoded without `fmt`.
+///
+/// Ids are cut from a per-thread buffer of [`IDS_PER_BUFFER`], so making
+/// one allocates nothing most of the time and cloning it (the response,
+/// the upstream request, the log) is a reference count; a buffer is freed
+/// when the last id cut from it is dropped.
 pub fn new_request_id() -> HeaderValue {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    const LEN: usize = 32;
+    const IDS_PER_BUFFER: usize = 128;
+    static PREFIX: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
+    thread_local! {
+        static BUF: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+    }
+    let prefix = PREFIX.get_or_init(|| {
         let mut b = [0u8; 8];
         let _ = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b);
-        u64::from_le_bytes(b)
+        let mut hex = [b'0'; 16];
+        let _ = hex::encode_to_slice(b, &mut hex);
+        hex
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut buf = [0u8; 32];
-    hex::encode_to_slice(prefix.to_be_bytes(), &mut buf[..16])
-        .and_then(|()| hex::encode_to_slice(n.to_be_bytes(), &mut buf[16..]))
-        .ok()
-        .and_then(|()| HeaderValue::from_bytes(&buf).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("0"))
+    let mut digits = [b'0'; LEN - 16];
+    if hex::encode_to_slice(n.to_be_bytes(), &mut digits).is_err() {
+        return HeaderValue::from_static("0");
+    }
+    let id = BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.capacity() < LEN {
+            *buf = BytesMut::with_capacity(LEN * IDS_PER_BUFFER);
+        }
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(&digits);
+        buf.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -132,5 +153,13 @@ mod tests {
         assert!(sane_request_id(&a));
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
+        // Across several per-thread buffers, each id is whole and new.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = new_request_id();
+            assert_eq!(id.len(), 32);
+            assert_eq!(id.as_bytes()[..16], a.as_bytes()[..16]);
+            assert!(seen.insert(id));
+        }
     }
 }
