@@ -5,10 +5,13 @@
 //!   access logs off, and again with them on for nginx and scopegate;
 //! - `lowload`: one connection (`wrk -c1 -t1`): the latency each proxy
 //!   adds over direct;
+//! - `rate`: the same four offered one fixed rate (`E2E_RATE`) over
+//!   HTTP/1.1: latency at equal load, which a closed loop like wrk's
+//!   cannot show (a slower proxy there is simply offered less);
 //! - `h2c`: h2load with prior knowledge against the same four.
 
 use crate::knobs::Knobs;
-use crate::load::{H2load, Wrk};
+use crate::load::{H2load, Paced, Wrk};
 use crate::rounds::{interleave, measure, rows, Row};
 use crate::targets::{Stack, Target};
 
@@ -130,5 +133,40 @@ pub fn h2c_rows(stack: &mut Stack, knobs: &Knobs) -> Vec<Row> {
     };
     stack.assert_alive();
     let targets = stack.basic_targets(true);
+    rows(&targets, &samples)
+}
+
+/// The same offered rate for every target (HTTP/1.1, h2load `--rps`).
+pub fn rate_rows(stack: &mut Stack, knobs: &Knobs) -> Vec<Row> {
+    {
+        let targets = stack.basic_targets(false);
+        warm(&targets, knobs.conns);
+    }
+    let log = std::env::temp_dir().join(format!("scopegate-e2e-rate-{}.log", std::process::id()));
+    let per_conn = (knobs.rate / knobs.conns).max(1);
+    let samples = {
+        let targets = stack.basic_targets(false);
+        let upstream = stack.upstream_charged();
+        interleave(targets.len(), knobs.rounds, |i, round| {
+            let t = &targets[i];
+            let s = measure(t, upstream, || {
+                Paced {
+                    url: &t.url,
+                    token: t.token,
+                    secs: knobs.secs,
+                    conns: knobs.conns,
+                    per_conn,
+                    log: &log,
+                }
+                .run()
+                .expect_ok(t.name)
+                .expect_rate(t.name, per_conn * knobs.conns, knobs.secs)
+            });
+            progress("rate", round, t, &s);
+            s
+        })
+    };
+    stack.assert_alive();
+    let targets = stack.basic_targets(false);
     rows(&targets, &samples)
 }

@@ -31,7 +31,9 @@ pub enum Upstream {
 }
 
 /// The parts of the harness, in the order they run.
-pub const PARTS: [&str; 6] = ["main", "lowload", "h2c", "storm", "attack", "memory"];
+pub const PARTS: [&str; 7] = [
+    "main", "lowload", "rate", "h2c", "storm", "attack", "memory",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Knobs {
@@ -49,6 +51,9 @@ pub struct Knobs {
     pub upstream: Upstream,
     /// `E2E_PARTS` (all): comma-separated subset of [`PARTS`].
     pub parts: Vec<String>,
+    /// `E2E_RATE` (32000): requests a second offered in the `rate` part,
+    /// spread over `E2E_CONNS` connections whatever the answers' pace.
+    pub rate: u32,
     /// `E2E_H2_CONNS` (16) and `E2E_H2_STREAMS` (4): h2load clients and
     /// concurrent streams per client (64 requests in flight, like wrk).
     pub h2_conns: u32,
@@ -124,6 +129,7 @@ impl Knobs {
             logs,
             upstream,
             parts,
+            rate: num("E2E_RATE", 32_000u32).max(1),
             h2_conns: num("E2E_H2_CONNS", 16u32).max(1),
             h2_streams: num("E2E_H2_STREAMS", 4u32).max(1),
             login_clients: num("E2E_LOGIN_CLIENTS", 6usize).max(1),

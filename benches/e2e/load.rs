@@ -1,7 +1,8 @@
-//! The load generators: `wrk` (HTTP/1.1, latency percentiles) and
-//! `h2load` (h2c prior knowledge), run as processes and their output
-//! parsed.
+//! The load generators: `wrk` (HTTP/1.1, latency percentiles), `h2load`
+//! (h2c prior knowledge) and `h2load --h1 --rps` (HTTP/1.1 at a fixed
+//! offered rate), run as processes and their output parsed.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
@@ -32,6 +33,21 @@ impl Load {
             "{what}: {} non-2xx answers and {} socket errors in {} requests",
             self.non_2xx,
             self.socket_errors,
+            self.requests
+        );
+        self
+    }
+}
+
+impl Load {
+    /// Panics unless the run carried at least 95% of the `rate` offered
+    /// for `secs`: latencies of a target that fell behind (or lost
+    /// connections) would not be comparable.
+    pub fn expect_rate(self, what: &str, rate: u32, secs: u64) -> Load {
+        let offered = u64::from(rate) * secs;
+        assert!(
+            self.requests * 100 >= offered * 95,
+            "{what}: {} requests of {offered} offered; lower E2E_RATE",
             self.requests
         );
         self
@@ -206,4 +222,67 @@ pub fn parse_h2load(text: &str) -> Load {
         non_2xx: done.saturating_sub(ok),
         socket_errors: failed,
     }
+}
+
+/// One paced HTTP/1.1 run: `conns` connections, each sending `per_conn`
+/// requests a second (h2load's `--rps`) whatever the answers' pace, so
+/// every target is offered the same load; latencies come from h2load's
+/// per-request log (`log`, overwritten).
+pub struct Paced<'a> {
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    pub secs: u64,
+    pub conns: u32,
+    pub per_conn: u32,
+    pub log: &'a Path,
+}
+
+impl Paced<'_> {
+    pub fn run(&self) -> Load {
+        let _ = std::fs::remove_file(self.log);
+        let mut cmd = Command::new("h2load");
+        cmd.args([
+            "--h1",
+            "-t1",
+            &format!("-c{}", self.conns),
+            &format!("--rps={}", self.per_conn),
+            "-D",
+            &self.secs.to_string(),
+        ]);
+        cmd.arg(format!("--log-file={}", self.log.display()));
+        if let Some(t) = self.token {
+            cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+        }
+        let out = cmd.arg(self.url).output().expect("run h2load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut load = parse_h2load(&text);
+        let log = std::fs::read_to_string(self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(self.log);
+        let (p50, p99) = log_percentiles(&log);
+        load.p50_us = p50;
+        load.p99_us = p99;
+        assert!(
+            load.requests > 0,
+            "{}: h2load printed no result:\n{text}\n{}",
+            self.url,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        load
+    }
+}
+
+/// p50 and p99 of the durations in h2load's per-request log (one line per
+/// request: start time, status, microseconds to the end of the response;
+/// tab-separated). Nearest rank; 0 for an empty log.
+pub fn log_percentiles(log: &str) -> (f64, f64) {
+    let mut us: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok())
+        .collect();
+    if us.is_empty() {
+        return (0.0, 0.0);
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((q * us.len() as f64).ceil() as usize).clamp(1, us.len()) - 1] as f64;
+    (at(0.50), at(0.99))
 }

@@ -12,7 +12,7 @@
 //!
 //! Parts (`E2E_PARTS`), each in interleaved rounds with medians: the main
 //! comparison with access logs off and on ([`compare`]), one connection,
-//! h2c through h2load, logins next to proxying ([`storm`]), load under
+//! one offered rate for all, h2c through h2load, logins next to proxying ([`storm`]), load under
 //! token spraying and a login storm ([`attack`]), and the token cache's
 //! memory and cold-path round trips ([`memory`]). Markdown on stdout, JSON
 //! under `target/e2e/` ([`report`]).
@@ -103,6 +103,18 @@ fn main() {
         let rows = compare::lowload_rows(&mut stack, &knobs);
         report::print_lowload(&rows);
         report.lowload = Some(rows);
+    }
+    if knobs.wants("rate") {
+        if procs::have("h2load") {
+            let rows = compare::rate_rows(&mut stack, &knobs);
+            report::print_rate(&rows, &knobs);
+            report.rate = Some(rows);
+        } else {
+            let note =
+                "rate: skipped, `h2load` is not installed (apt-get install -y nghttp2-client)";
+            println!("\n{note}");
+            report.skipped.push(note.to_owned());
+        }
     }
     if knobs.wants("h2c") {
         if procs::have("h2load") {

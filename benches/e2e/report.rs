@@ -67,6 +67,7 @@ pub struct Report {
     pub knobs: Knobs,
     pub main: Option<Vec<Row>>,
     pub lowload: Option<Vec<Row>>,
+    pub rate: Option<Vec<Row>>,
     pub h2c: Option<Vec<Row>>,
     pub storm: Option<StormReport>,
     pub attack: Option<AttackReport>,
@@ -108,6 +109,7 @@ impl Report {
             knobs: knobs.clone(),
             main: None,
             lowload: None,
+            rate: None,
             h2c: None,
             storm: None,
             attack: None,
@@ -219,6 +221,29 @@ pub fn print_lowload(rows: &[Row]) {
                 .filter(|_| r.target != "direct")
                 .map_or("—".into(), |v| format!("{v:.0} µs")),
             r.cpu_per_100k
+        );
+    }
+}
+
+pub fn print_rate(rows: &[Row], knobs: &Knobs) {
+    let per_conn = (knobs.rate / knobs.conns).max(1);
+    println!(
+        "\n## Equal offered load (h2load --h1 -c{} --rps {per_conn}: {} requests a second)\n",
+        knobs.conns,
+        per_conn * knobs.conns
+    );
+    println!("| target | req/s | p50 | p99 | CPU-s/100k req | × nginx p99 | × nginx CPU |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.0} | {} | {} | {:.2} | {} | {} |",
+            r.target,
+            r.rps,
+            ms(r.p50_us),
+            ms(r.p99_us),
+            r.cpu_per_100k,
+            x(r.vs_nginx.map(|v| v.p99)),
+            x(r.vs_nginx.map(|v| v.cpu)),
         );
     }
 }

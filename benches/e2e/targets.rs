@@ -128,6 +128,9 @@ fn nginx_conf(
     upstream: u16,
     log: Option<&Path>,
 ) -> String {
+    // nginx ends a connection after `keepalive_requests` (1000) requests;
+    // h2load does not reconnect (wrk does), and scopegate sets no such
+    // limit, so both listeners lift it.
     let access_log = match log {
         Some(p) => format!("access_log {};", p.display()),
         None => "access_log off;".to_owned(),
@@ -136,10 +139,7 @@ fn nginx_conf(
         "location / {\n      proxy_pass http://up;\n      proxy_http_version 1.1;\n      \
                     proxy_set_header Connection \"\";\n    }";
     let h2_server = h2.map_or(String::new(), |p| {
-        // `http2` on a plain listener: h2c with prior knowledge. nginx ends
-        // a connection after `keepalive_requests` (1000) requests, which
-        // h2load does not survive (it does not reconnect); the HTTP/1.1
-        // listener keeps the default (wrk reconnects).
+        // `http2` on a plain listener: h2c with prior knowledge.
         format!(
             "  server {{\n    listen 127.0.0.1:{p} http2;\n    keepalive_requests 100000000;\n    \
              {location}\n  }}\n"
@@ -151,7 +151,8 @@ fn nginx_conf(
          http {{\n  {access_log}\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
            upstream up {{ server 127.0.0.1:{upstream}; keepalive 128; }}\n\
-           server {{\n    listen 127.0.0.1:{listen};\n    {location}\n  }}\n{h2_server}}}\n",
+           server {{\n    listen 127.0.0.1:{listen};\n    keepalive_requests 100000000;\n    \
+           {location}\n  }}\n{h2_server}}}\n",
         d = dir.display()
     )
 }
