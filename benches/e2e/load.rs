@@ -88,20 +88,31 @@ impl Wrk<'_> {
             &format!("-d{}s", self.secs),
             "--latency",
         ]);
-        if let Some(t) = self.token {
-            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
-        }
-        let out = cmd.arg(self.url).output().expect("run wrk");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let load = parse_wrk(&text);
-        assert!(
-            load.requests > 0,
-            "{}: wrk printed no result:\n{text}\n{}",
-            self.url,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        load
+        run_tool(cmd, "wrk", self.url, self.token, parse_wrk)
     }
+}
+
+/// Run a load tool (`cmd`, its options set) against `url` with the token's
+/// `Authorization`, and parse its summary; panics if it printed none.
+fn run_tool(
+    mut cmd: Command,
+    tool: &str,
+    url: &str,
+    token: Option<&str>,
+    parse: fn(&str) -> Load,
+) -> Load {
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("authorization: Bearer {t}")]);
+    }
+    let out = cmd.arg(url).output().expect("run the load tool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let load = parse(&text);
+    assert!(
+        load.requests > 0,
+        "{url}: {tool} printed no result:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    load
 }
 
 /// wrk's summary (with `--latency`).
@@ -161,19 +172,7 @@ impl H2load<'_> {
             "-D",
             &self.secs.to_string(),
         ]);
-        if let Some(t) = self.token {
-            cmd.args(["-H", &format!("authorization: Bearer {t}")]);
-        }
-        let out = cmd.arg(self.url).output().expect("run h2load");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let load = parse_h2load(&text);
-        assert!(
-            load.requests > 0,
-            "{}: h2load printed no result:\n{text}\n{}",
-            self.url,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        load
+        run_tool(cmd, "h2load", self.url, self.token, parse_h2load)
     }
 }
 
@@ -250,23 +249,10 @@ impl Paced<'_> {
             &self.secs.to_string(),
         ]);
         cmd.arg(format!("--log-file={}", self.log.display()));
-        if let Some(t) = self.token {
-            cmd.args(["-H", &format!("authorization: Bearer {t}")]);
-        }
-        let out = cmd.arg(self.url).output().expect("run h2load");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut load = parse_h2load(&text);
+        let mut load = run_tool(cmd, "h2load", self.url, self.token, parse_h2load);
         let log = std::fs::read_to_string(self.log).unwrap_or_default();
         let _ = std::fs::remove_file(self.log);
-        let (p50, p99) = log_percentiles(&log);
-        load.p50_us = p50;
-        load.p99_us = p99;
-        assert!(
-            load.requests > 0,
-            "{}: h2load printed no result:\n{text}\n{}",
-            self.url,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        (load.p50_us, load.p99_us) = log_percentiles(&log);
         load
     }
 }
