@@ -11,7 +11,7 @@
 //! - `h2c`: h2load with prior knowledge against the same four.
 
 use crate::knobs::Knobs;
-use crate::load::{H2load, Paced, Wrk};
+use crate::load::{H2load, Load, Paced, Wrk};
 use crate::rounds::{interleave, measure, rows, Row};
 use crate::targets::{Stack, Target};
 
@@ -36,19 +36,45 @@ fn progress(part: &str, round: usize, t: &Target<'_>, s: &crate::rounds::Sample)
     );
 }
 
-/// Warm connection pools and the token cache.
-fn warm(targets: &[Target<'_>], conns: u32) {
-    for t in targets {
-        Wrk {
-            url: &t.url,
-            token: t.token,
-            secs: 1,
-            conns,
-            threads: 1,
-        }
-        .run()
-        .expect_ok(t.name);
+/// `wrk -t1` for one second at `conns` connections: warms connection
+/// pools and the token cache.
+fn warm(t: &Target<'_>, conns: u32) {
+    Wrk {
+        url: &t.url,
+        token: t.token,
+        secs: 1,
+        conns,
+        threads: 1,
     }
+    .run()
+    .expect_ok(t.name);
+}
+
+/// One part: `warm` each of `targets_of`, then `load` them in interleaved
+/// rounds, each run measured ([`measure`]) and reported as it ends; the
+/// rows of medians.
+fn compared(
+    part: &str,
+    stack: &mut Stack,
+    knobs: &Knobs,
+    targets_of: impl Fn(&Stack) -> Vec<Target<'_>>,
+    warm: impl Fn(&Target<'_>),
+    load: impl Fn(&Target<'_>) -> Load,
+) -> Vec<Row> {
+    targets_of(stack).iter().for_each(&warm);
+    let samples = {
+        let targets = targets_of(stack);
+        let upstream = stack.upstream_charged();
+        interleave(targets.len(), knobs.rounds, |i, round| {
+            let t = &targets[i];
+            let s = measure(t, upstream, || load(t));
+            progress(part, round, t, &s);
+            s
+        })
+    };
+    stack.assert_alive();
+    let targets = targets_of(stack);
+    rows(&targets, &samples)
 }
 
 fn wrk_rows(
@@ -59,33 +85,24 @@ fn wrk_rows(
     conns: u32,
     threads: u32,
 ) -> Vec<Row> {
-    {
-        let targets = targets_of(stack);
-        warm(&targets, conns);
-    }
-    let samples = {
-        let targets = targets_of(stack);
-        let upstream = stack.upstream_charged();
-        interleave(targets.len(), knobs.rounds, |i, round| {
-            let t = &targets[i];
-            let s = measure(t, upstream, || {
-                Wrk {
-                    url: &t.url,
-                    token: t.token,
-                    secs: knobs.secs,
-                    conns,
-                    threads,
-                }
-                .run()
-                .expect_ok(t.name)
-            });
-            progress(part, round, t, &s);
-            s
-        })
-    };
-    stack.assert_alive();
-    let targets = targets_of(stack);
-    rows(&targets, &samples)
+    compared(
+        part,
+        stack,
+        knobs,
+        targets_of,
+        |t| warm(t, conns),
+        |t| {
+            Wrk {
+                url: &t.url,
+                token: t.token,
+                secs: knobs.secs,
+                conns,
+                threads,
+            }
+            .run()
+            .expect_ok(t.name)
+        },
+    )
 }
 
 /// The main comparison.
@@ -107,66 +124,51 @@ pub fn lowload_rows(stack: &mut Stack, knobs: &Knobs) -> Vec<Row> {
 
 /// h2c through h2load.
 pub fn h2c_rows(stack: &mut Stack, knobs: &Knobs) -> Vec<Row> {
-    let samples = {
-        let targets = stack.basic_targets(true);
-        let h2 = |t: &Target<'_>, secs: u64| {
-            H2load {
-                url: &t.url,
-                token: t.token,
-                secs,
-                conns: knobs.h2_conns,
-                streams: knobs.h2_streams,
-            }
-            .run()
-            .expect_ok(t.name)
-        };
-        for t in &targets {
-            h2(t, 1);
+    let h2 = |t: &Target<'_>, secs: u64| {
+        H2load {
+            url: &t.url,
+            token: t.token,
+            secs,
+            conns: knobs.h2_conns,
+            streams: knobs.h2_streams,
         }
-        let upstream = stack.upstream_charged();
-        interleave(targets.len(), knobs.rounds, |i, round| {
-            let t = &targets[i];
-            let s = measure(t, upstream, || h2(t, knobs.secs));
-            progress("h2c", round, t, &s);
-            s
-        })
+        .run()
+        .expect_ok(t.name)
     };
-    stack.assert_alive();
-    let targets = stack.basic_targets(true);
-    rows(&targets, &samples)
+    compared(
+        "h2c",
+        stack,
+        knobs,
+        |s| s.basic_targets(true),
+        |t| {
+            h2(t, 1);
+        },
+        |t| h2(t, knobs.secs),
+    )
 }
 
 /// The same offered rate for every target (HTTP/1.1, h2load `--rps`).
 pub fn rate_rows(stack: &mut Stack, knobs: &Knobs) -> Vec<Row> {
-    {
-        let targets = stack.basic_targets(false);
-        warm(&targets, knobs.conns);
-    }
     let log = std::env::temp_dir().join(format!("scopegate-e2e-rate-{}.log", std::process::id()));
-    let per_conn = (knobs.rate / knobs.conns).max(1);
-    let samples = {
-        let targets = stack.basic_targets(false);
-        let upstream = stack.upstream_charged();
-        interleave(targets.len(), knobs.rounds, |i, round| {
-            let t = &targets[i];
-            let s = measure(t, upstream, || {
-                Paced {
-                    url: &t.url,
-                    token: t.token,
-                    secs: knobs.secs,
-                    conns: knobs.conns,
-                    per_conn,
-                    log: &log,
-                }
-                .run()
-                .expect_ok(t.name)
-                .expect_rate(t.name, per_conn * knobs.conns, knobs.secs)
-            });
-            progress("rate", round, t, &s);
-            s
-        })
-    };
-    stack.assert_alive();
-    let targets = stack.basic_targets(false);
-    rows(&targets, &samples)
+    let per_conn = knobs.rate_per_conn();
+    compared(
+        "rate",
+        stack,
+        knobs,
+        |s| s.basic_targets(false),
+        |t| warm(t, knobs.conns),
+        |t| {
+            Paced {
+                url: &t.url,
+                token: t.token,
+                secs: knobs.secs,
+                conns: knobs.conns,
+                per_conn,
+                log: &log,
+            }
+            .run()
+            .expect_ok(t.name)
+            .expect_rate(t.name, per_conn * knobs.conns, knobs.secs)
+        },
+    )
 }

@@ -144,6 +144,12 @@ impl Knobs {
         }
     }
 
+    /// What each connection offers in the `rate` part (h2load's `--rps`
+    /// is per connection): `E2E_RATE` spread over `E2E_CONNS`.
+    pub fn rate_per_conn(&self) -> u32 {
+        (self.rate / self.conns).max(1)
+    }
+
     pub fn wants(&self, part: &str) -> bool {
         self.parts.iter().any(|p| p == part)
     }

@@ -37,9 +37,7 @@ impl Load {
         );
         self
     }
-}
 
-impl Load {
     /// Panics unless the run carried at least 95% of the `rate` offered
     /// for `secs`: latencies of a target that fell behind (or lost
     /// connections) would not be comparable.

@@ -12,9 +12,9 @@
 //!
 //! Parts (`E2E_PARTS`), each in interleaved rounds with medians: the main
 //! comparison with access logs off and on ([`compare`]), one connection,
-//! one offered rate for all, h2c through h2load, logins next to proxying ([`storm`]), load under
-//! token spraying and a login storm ([`attack`]), and the token cache's
-//! memory and cold-path round trips ([`memory`]). Markdown on stdout, JSON
+//! one offered rate for all, h2c through h2load, logins next to proxying
+//! ([`storm`]), load under token spraying and a login storm ([`attack`]),
+//! and the token cache's memory and cold-path round trips ([`memory`]). Markdown on stdout, JSON
 //! under `target/e2e/` ([`report`]).
 //!
 //! Run: `cargo bench --bench e2e` (needs `wrk`, `nginx`, optionally
@@ -104,29 +104,15 @@ fn main() {
         report::print_lowload(&rows);
         report.lowload = Some(rows);
     }
-    if knobs.wants("rate") {
-        if procs::have("h2load") {
-            let rows = compare::rate_rows(&mut stack, &knobs);
-            report::print_rate(&rows, &knobs);
-            report.rate = Some(rows);
-        } else {
-            let note =
-                "rate: skipped, `h2load` is not installed (apt-get install -y nghttp2-client)";
-            println!("\n{note}");
-            report.skipped.push(note.to_owned());
-        }
+    if knobs.wants("rate") && h2load_for("rate", &mut report) {
+        let rows = compare::rate_rows(&mut stack, &knobs);
+        report::print_rate(&rows, &knobs);
+        report.rate = Some(rows);
     }
-    if knobs.wants("h2c") {
-        if procs::have("h2load") {
-            let rows = compare::h2c_rows(&mut stack, &knobs);
-            report::print_h2c(&rows, &knobs);
-            report.h2c = Some(rows);
-        } else {
-            let note =
-                "h2c: skipped, `h2load` is not installed (apt-get install -y nghttp2-client)";
-            println!("\n{note}");
-            report.skipped.push(note.to_owned());
-        }
+    if knobs.wants("h2c") && h2load_for("h2c", &mut report) {
+        let rows = compare::h2c_rows(&mut stack, &knobs);
+        report::print_h2c(&rows, &knobs);
+        report.h2c = Some(rows);
     }
     if knobs.wants("storm") || knobs.wants("attack") {
         storm::create_account(&stack.gw, &stack.db.relay_url);
@@ -150,4 +136,16 @@ fn main() {
         Ok(path) => println!("\nJSON: {}", path.display()),
         Err(e) => eprintln!("e2e: cannot write the JSON report: {e}"),
     }
+}
+
+/// Whether `h2load` is installed; if not, `part` is noted as skipped.
+fn h2load_for(part: &str, report: &mut Report) -> bool {
+    if procs::have("h2load") {
+        return true;
+    }
+    let note =
+        format!("{part}: skipped, `h2load` is not installed (apt-get install -y nghttp2-client)");
+    println!("\n{note}");
+    report.skipped.push(note);
+    false
 }

@@ -226,7 +226,7 @@ pub fn print_lowload(rows: &[Row]) {
 }
 
 pub fn print_rate(rows: &[Row], knobs: &Knobs) {
-    let per_conn = (knobs.rate / knobs.conns).max(1);
+    let per_conn = knobs.rate_per_conn();
     println!(
         "\n## Equal offered load (h2load --h1 -c{} --rps {per_conn}: {} requests a second)\n",
         knobs.conns,
