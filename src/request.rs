@@ -96,37 +96,43 @@ pub fn sane_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 
+/// A request id's length: 32 lowercase hex digits, the first
+/// [`ID_PREFIX_LEN`] a per-process random prefix, the rest a counter.
+const ID_LEN: usize = 32;
+const ID_PREFIX_LEN: usize = 16;
+/// Ids cut from one per-thread buffer.
+const IDS_PER_BUFFER: usize = 128;
+
 /// A new request id: a per-process random prefix and a counter (unique,
-/// cheap, not secret), 32 lowercase hex digits, encoded without `fmt`.
+/// cheap, not secret), [`ID_LEN`] lowercase hex digits, encoded without
+/// `fmt`.
 ///
 /// Ids are cut from a per-thread buffer of [`IDS_PER_BUFFER`], so making
 /// one allocates nothing most of the time and cloning it (the response,
 /// the upstream request, the log) is a reference count; a buffer is freed
 /// when the last id cut from it is dropped.
 pub fn new_request_id() -> HeaderValue {
-    const LEN: usize = 32;
-    const IDS_PER_BUFFER: usize = 128;
-    static PREFIX: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+    static PREFIX: std::sync::OnceLock<[u8; ID_PREFIX_LEN]> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     thread_local! {
         static BUF: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
     }
     let prefix = PREFIX.get_or_init(|| {
-        let mut b = [0u8; 8];
+        let mut b = [0u8; ID_PREFIX_LEN / 2];
         let _ = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b);
-        let mut hex = [b'0'; 16];
+        let mut hex = [b'0'; ID_PREFIX_LEN];
         let _ = hex::encode_to_slice(b, &mut hex);
         hex
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut digits = [b'0'; LEN - 16];
+    let mut digits = [b'0'; ID_LEN - ID_PREFIX_LEN];
     if hex::encode_to_slice(n.to_be_bytes(), &mut digits).is_err() {
         return HeaderValue::from_static("0");
     }
     let id = BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        if buf.capacity() < LEN {
-            *buf = BytesMut::with_capacity(LEN * IDS_PER_BUFFER);
+        if buf.capacity() < ID_LEN {
+            *buf = BytesMut::with_capacity(ID_LEN * IDS_PER_BUFFER);
         }
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(&digits);
